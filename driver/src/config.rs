@@ -1,0 +1,191 @@
+//! The driver's command line: every flag is read here, and only here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Default plugin name, reported by GetPluginInfo and used as the CSIDriver name.
+pub const DEFAULT_DRIVER_NAME: &str = "dobs.csi.rustcsi.dev";
+
+/// Environment variable that may hold the cloud API token.
+pub const TOKEN_ENV: &str = "DIGITALOCEAN_ACCESS_TOKEN";
+
+/// Which CSI services this process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Identity, Controller and Node in one process.
+    All,
+    /// Identity and Controller (the StatefulSet in a cluster).
+    Controller,
+    /// Identity and Node (the DaemonSet in a cluster).
+    Node,
+}
+
+/// Which cloud backend the driver talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CloudKind {
+    /// The fake-cloud model, in process.
+    Memory,
+    /// A DigitalOcean-v2-compatible HTTP API.
+    Http,
+}
+
+/// How the node finds the block device of an attached volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceSource {
+    /// Simulated hot-plug: attach `<fake-cloud data dir>/volumes/<id>.img` as a loop device
+    /// and link it under `--device-dir`.
+    Loop,
+    /// Wait for the hypervisor's link `<device-dir>/scsi-0DO_Volume_<name>`.
+    Digitalocean,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parse a duration given as `500ms`, `10s`, `2m`, `1h`, or plain seconds (`10`, `0.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let value: f64 = num.parse().map_err(|_| {
+        format!("invalid duration {s:?}: expected e.g. 10s, 500ms or plain seconds")
+    })?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!(
+            "invalid duration {s:?}: must be a non-negative number"
+        ));
+    }
+    let secs = match unit {
+        "ns" => value / 1e9,
+        "us" | "µs" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The `csi-driver` binary's flags.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "csi-driver",
+    version,
+    about = "A DigitalOcean-style block-storage CSI driver"
+)]
+pub struct Config {
+    /// Where to serve CSI: unix:///path/to/csi.sock or tcp://host:port.
+    #[arg(long, default_value = "unix:///tmp/csi.sock", env = "CSI_ENDPOINT")]
+    pub endpoint: String,
+
+    /// Plugin name reported by GetPluginInfo (reverse domain notation, at most 63 characters).
+    #[arg(long, default_value = DEFAULT_DRIVER_NAME)]
+    pub driver_name: String,
+
+    /// Plugin version reported by GetPluginInfo.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    pub driver_version: String,
+
+    /// Which services to serve.
+    #[arg(long, value_enum, default_value_t = Mode::All)]
+    pub mode: Mode,
+
+    /// This node's id: the droplet id (node and all modes).
+    #[arg(long, env = "CSI_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// File holding this node's id (read at start; wins over --node-id). In a cluster an init
+    /// container writes the droplet id here.
+    #[arg(long)]
+    pub node_id_file: Option<PathBuf>,
+
+    /// The region this node is in, reported as its topology.
+    #[arg(long, default_value = "nyc3", env = "CSI_REGION")]
+    pub region: String,
+
+    /// Cloud backend.
+    #[arg(long, value_enum, default_value_t = CloudKind::Memory)]
+    pub cloud: CloudKind,
+
+    /// Base URL of the cloud API, for `--cloud http`.
+    #[arg(long, default_value = "https://api.digitalocean.com")]
+    pub cloud_url: String,
+
+    /// File holding the API token (the token can also come from $DIGITALOCEAN_ACCESS_TOKEN; never pass it as a flag).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+
+    /// Timeout for one HTTP request to the cloud.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub cloud_timeout: Duration,
+
+    /// Data directory of the fake cloud: for `--cloud memory` it holds the volume images;
+    /// for the node with `--device-source loop` it is where images are found.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+
+    /// How the node finds an attached volume's device.
+    #[arg(long, value_enum, default_value_t = DeviceSource::Loop)]
+    pub device_source: DeviceSource,
+
+    /// Directory of stable device links (the DigitalOcean hypervisor uses /dev/disk/by-id).
+    #[arg(long, default_value = "/dev/disk/by-id")]
+    pub device_dir: PathBuf,
+
+    /// Maximum volumes per node, reported by NodeGetInfo.
+    #[arg(long, default_value_t = 7)]
+    pub max_volumes_per_node: i64,
+
+    /// In-memory cloud: attach latency.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub attach_latency: Duration,
+
+    /// In-memory cloud: detach latency.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub detach_latency: Duration,
+
+    /// In-memory cloud: resize latency.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub resize_latency: Duration,
+
+    /// In-memory cloud: droplets to register, as ID:REGION (repeatable). The node id is always registered.
+    #[arg(long = "droplet")]
+    pub droplets: Vec<String>,
+
+    /// Address for /healthz and /metrics over HTTP (e.g. 0.0.0.0:9808). Off when unset.
+    #[arg(long)]
+    pub http_address: Option<String>,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax.
+    #[arg(long, default_value = "info", env = "CSI_LOG")]
+    pub log_level: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_units_and_plain_seconds() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Block devices, filesystems and mounts on the node.

@@ -1,0 +1,150 @@
+//! Failures that explain themselves, and the checks that make them.
+//!
+//! A failure names the RPC, the request (secrets redacted), what was expected, what
+//! came back, and the rule, so nobody has to open the spec's source to understand it.
+
+use std::fmt;
+
+use tonic::{Code, Status};
+
+/// A spec that did not hold.
+#[derive(Debug, Clone, Default)]
+pub struct Failure {
+    /// The RPC that misbehaved, if one did.
+    pub rpc: Option<String>,
+    /// The request, rendered with secret fields redacted.
+    pub request: Option<String>,
+    /// What the rule expects.
+    pub expected: String,
+    /// What came back.
+    pub actual: String,
+    /// The rule, quoted or cited.
+    pub rule: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(rpc) = &self.rpc {
+            writeln!(f, "RPC:      {rpc}")?;
+        }
+        if let Some(request) = &self.request {
+            writeln!(f, "request:  {request}")?;
+        }
+        writeln!(f, "expected: {}", self.expected)?;
+        writeln!(f, "actual:   {}", self.actual)?;
+        write!(f, "rule:     {}", self.rule)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Render a request for a failure message, with `csi_secret` fields redacted.
+pub fn describe_request<M: prost::Message>(rpc: &str, request: &M) -> String {
+    let bytes = request.encode_to_vec();
+    csi_proto::redact::redact_secrets(&format!("csi.v1.{rpc}Request"), &bytes)
+        .unwrap_or_else(|| format!("<{rpc}Request, {} bytes>", bytes.len()))
+}
+
+/// Render a status as `CODE: "message"`.
+pub fn describe_status(status: &Status) -> String {
+    format!("{:?}: {:?}", status.code(), status.message())
+}
+
+/// The outcome of one RPC, kept with its name and request so checks can explain themselves.
+pub struct Call<T> {
+    pub rpc: &'static str,
+    pub request: String,
+    pub result: Result<T, Status>,
+}
+
+impl<T: fmt::Debug> Call<T> {
+    /// Record a call's outcome.
+    pub fn new<M: prost::Message>(
+        rpc: &'static str,
+        request: &M,
+        result: Result<T, Status>,
+    ) -> Self {
+        Call {
+            rpc,
+            request: describe_request(rpc, request),
+            result,
+        }
+    }
+
+    fn failure(&self, expected: String, actual: String, rule: &str) -> Failure {
+        Failure {
+            rpc: Some(self.rpc.to_string()),
+            request: Some(self.request.clone()),
+            expected,
+            actual,
+            rule: rule.to_string(),
+        }
+    }
+
+    /// The call must succeed.
+    pub fn ok(self, rule: &str) -> Result<T, Failure> {
+        match self.result {
+            Ok(v) => Ok(v),
+            Err(ref status) => {
+                let actual = describe_status(status);
+                Err(self.failure("OK".into(), actual, rule))
+            }
+        }
+    }
+
+    /// The call must fail with `code`.
+    pub fn code(self, code: Code, rule: &str) -> Result<Status, Failure> {
+        self.code_in(&[code], rule)
+    }
+
+    /// The call must fail with one of `codes`.
+    pub fn code_in(self, codes: &[Code], rule: &str) -> Result<Status, Failure> {
+        let expected = codes
+            .iter()
+            .map(|c| format!("{c:?}"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        match &self.result {
+            Err(status) if codes.contains(&status.code()) => Ok(status.clone()),
+            Err(status) => {
+                let actual = describe_status(status);
+                Err(self.failure(expected, actual, rule))
+            }
+            Ok(v) => {
+                let actual = format!("OK: {v:?}");
+                Err(self.failure(expected, actual, rule))
+            }
+        }
+    }
+
+    /// The call must fail, with any code but OK.
+    pub fn error(self, rule: &str) -> Result<Status, Failure> {
+        match &self.result {
+            Err(status) => Ok(status.clone()),
+            Ok(v) => {
+                let actual = format!("OK: {v:?}");
+                Err(self.failure("an error".into(), actual, rule))
+            }
+        }
+    }
+}
+
+/// A plain assertion about a response, with the RPC it came from.
+pub fn ensure(
+    cond: bool,
+    rpc: &str,
+    expected: impl Into<String>,
+    actual: impl fmt::Debug,
+    rule: &str,
+) -> Result<(), Failure> {
+    if cond {
+        return Ok(());
+    }
+    Err(Failure {
+        rpc: Some(rpc.to_string()),
+        request: None,
+        expected: expected.into(),
+        actual: format!("{actual:?}"),
+        rule: rule.to_string(),
+    })
+}

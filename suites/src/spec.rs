@@ -1,0 +1,94 @@
+//! What a spec is: a named rule, what it needs, and the function that checks it.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
+use csi_proto::v1::node_service_capability::rpc::Type as NodeRpc;
+use csi_proto::v1::plugin_capability::service::Type as PluginService;
+
+use crate::check::Failure;
+use crate::context::Ctx;
+
+/// The future a spec returns.
+pub type SpecFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>;
+
+/// Something a spec needs before it applies. A need that is not met makes the spec
+/// skipped (or, in strict mode, failed), with [`Need::describe`] as the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The plugin advertises this service capability.
+    PluginService(PluginService),
+    /// The controller advertises this RPC capability.
+    ControllerCap(ControllerRpc),
+    /// The node advertises this RPC capability.
+    NodeCap(NodeRpc),
+    /// The node service is reachable.
+    NodeService,
+    /// The harness runs as root, so it can check real mounts and data.
+    Root,
+}
+
+impl Need {
+    /// Why a spec with this unmet need does not apply.
+    pub fn describe(&self) -> String {
+        match self {
+            Need::PluginService(s) => format!("driver does not advertise {}", s.as_str_name()),
+            Need::ControllerCap(c) => format!("driver does not advertise {}", c.as_str_name()),
+            Need::NodeCap(c) => format!("driver does not advertise node {}", c.as_str_name()),
+            Need::NodeService => "no node service is reachable".to_string(),
+            Need::Root => "skipped: needs root".to_string(),
+        }
+    }
+
+    /// Whether a strict run turns this unmet need into a failure (capabilities the driver
+    /// chose not to offer), rather than a skip (the environment can't run it).
+    pub fn is_capability(&self) -> bool {
+        !matches!(self, Need::Root)
+    }
+}
+
+/// One rule of the spec, checked against a driver.
+#[derive(Clone)]
+pub struct Spec {
+    /// The service or group, e.g. `Controller::CreateVolume`.
+    pub group: &'static str,
+    /// The rule, as a sentence: "fails with INVALID_ARGUMENT when no name is given".
+    pub name: &'static str,
+    /// The spec text or section it enforces, quoted or cited.
+    pub rule: &'static str,
+    /// What must hold for the spec to apply.
+    pub needs: &'static [Need],
+    /// The check itself.
+    pub run: fn(Ctx) -> SpecFuture,
+}
+
+impl Spec {
+    /// The trial name a runner shows and filters on: `Group::sentence`.
+    pub fn full_name(&self) -> String {
+        format!("{}::{}", self.group, self.name)
+    }
+}
+
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spec")
+            .field("name", &self.full_name())
+            .field("needs", &self.needs)
+            .finish()
+    }
+}
+
+/// Declare a spec: `spec!(group, name, rule, needs, |ctx| async move { ... })`.
+#[macro_export]
+macro_rules! spec {
+    ($group:expr, $name:expr, $rule:expr, [$($need:expr),* $(,)?], $body:expr) => {
+        $crate::Spec {
+            group: $group,
+            name: $name,
+            rule: $rule,
+            needs: &[$($need),*],
+            run: |ctx| Box::pin(($body)(ctx)),
+        }
+    };
+}
