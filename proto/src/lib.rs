@@ -23,3 +23,7 @@ pub const CSI_SPEC_VERSION: &str = "1.12.0";
 /// imports (descriptor, timestamp and wrappers), including source info.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/csi_descriptor.bin"));
+
+/// Re-export so callers of [`redact`] can name descriptor and dynamic-message
+/// types without adding their own `prost-reflect` dependency.
+pub use prost_reflect;
