@@ -20,6 +20,9 @@ use crate::logging::RpcLogLayer;
 use crate::node::NodeService;
 use crate::{Config, Driver};
 
+/// How long a graceful stop waits for open connections.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Where the driver listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -136,9 +139,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningDriver> {
     let endpoint = Endpoint::parse(&config.endpoint)?;
     let driver = Arc::new(Driver::from_config(config)?);
     let (tx, rx) = oneshot::channel::<()>();
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         let _ = rx.await;
+        let _ = stop_http.send(true);
     };
+    if let Some(addr) = &driver.config.http_address {
+        serve_http(addr, driver.clone(), http_stopped).await?;
+    }
 
     let router = {
         let mut builder = Server::builder().layer(RpcLogLayer::new());
@@ -200,6 +208,28 @@ pub async fn start(config: Config) -> anyhow::Result<RunningDriver> {
     })
 }
 
+/// Serve /healthz and /metrics on `addr` until `stopped` turns true.
+async fn serve_http(
+    addr: &str,
+    driver: Arc<Driver>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--http-address {addr}: cannot listen"))?;
+    tracing::info!(address = %listener.local_addr()?, "serving /healthz and /metrics");
+    let app = crate::metrics::router(driver);
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    });
+    Ok(())
+}
+
 /// Run until SIGTERM or SIGINT, then stop gracefully and remove the socket.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
@@ -218,7 +248,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(tx) = running.shutdown.take() {
         let _ = tx.send(());
     }
-    task.await.context("driver task panicked")??;
+    // In-flight calls get a grace period; a client that never hangs up must not keep a
+    // node from draining.
+    match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
+        Ok(result) => result.context("driver task panicked")??,
+        Err(_) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "connections still open after the grace period; stopping anyway");
+            task.abort();
+            if let Ok(Endpoint::Unix(path)) = Endpoint::parse(&running.driver.config.endpoint) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -20,10 +20,58 @@ pub struct Failure {
     pub actual: String,
     /// The rule, quoted or cited.
     pub rule: String,
+    /// The step of the spec that was under way (e.g. "setting up: create a test volume").
+    pub step: Option<String>,
+    /// Set when the spec found at run time that it does not apply: the runner reports it
+    /// as skipped with this reason instead of failed.
+    pub skip: Option<String>,
+}
+
+impl Failure {
+    /// A failure that is not tied to one RPC response.
+    pub fn new(expected: impl Into<String>, actual: impl Into<String>, rule: &str) -> Failure {
+        Failure {
+            expected: expected.into(),
+            actual: actual.into(),
+            rule: rule.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// Not a failure: the spec does not apply here, for `reason`.
+    pub fn skip(reason: impl Into<String>) -> Failure {
+        let reason = reason.into();
+        Failure {
+            expected: "the spec to apply".into(),
+            actual: reason.clone(),
+            rule: String::new(),
+            skip: Some(reason),
+            ..Default::default()
+        }
+    }
+
+    /// Say which step of the spec was under way, unless one is already named.
+    pub fn during(mut self, step: impl Into<String>) -> Failure {
+        if self.step.is_none() {
+            self.step = Some(step.into());
+        }
+        self
+    }
+
+    /// Whether this is a run-time skip rather than a failure.
+    pub fn is_skip(&self) -> bool {
+        self.skip.is_some()
+    }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(reason) = &self.skip {
+            return write!(f, "skipped: {reason}");
+        }
+        if let Some(step) = &self.step {
+            writeln!(f, "during:   {step}")?;
+        }
         if let Some(rpc) = &self.rpc {
             writeln!(f, "RPC:      {rpc}")?;
         }
@@ -71,14 +119,50 @@ impl<T: fmt::Debug> Call<T> {
         }
     }
 
-    fn failure(&self, expected: String, actual: String, rule: &str) -> Failure {
+    /// A failure about this call, naming its RPC and request.
+    pub fn failure(&self, expected: String, actual: String, rule: &str) -> Failure {
         Failure {
             rpc: Some(self.rpc.to_string()),
             request: Some(self.request.clone()),
             expected,
             actual,
             rule: rule.to_string(),
+            ..Default::default()
         }
+    }
+
+    /// Whether the call succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.result.is_ok()
+    }
+
+    /// The gRPC code of the outcome (`Ok` on success).
+    pub fn status_code(&self) -> Code {
+        match &self.result {
+            Ok(_) => Code::Ok,
+            Err(s) => s.code(),
+        }
+    }
+
+    /// The call must succeed, or fail with one of `codes`; `Ok(None)` for those codes.
+    pub fn ok_or_code_in(self, codes: &[Code], rule: &str) -> Result<Option<T>, Failure> {
+        match self.result {
+            Ok(v) => Ok(Some(v)),
+            Err(ref status) if codes.contains(&status.code()) => Ok(None),
+            Err(ref status) => {
+                let expected = std::iter::once("OK".to_string())
+                    .chain(codes.iter().map(|c| format!("{c:?}")))
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                let actual = describe_status(status);
+                Err(self.failure(expected, actual, rule))
+            }
+        }
+    }
+
+    /// A failure about this call's (successful) response.
+    pub fn bad_response(&self, expected: impl Into<String>, actual: impl fmt::Debug, rule: &str) -> Failure {
+        self.failure(expected.into(), format!("{actual:?}"), rule)
     }
 
     /// The call must succeed.
@@ -146,5 +230,21 @@ pub fn ensure(
         expected: expected.into(),
         actual: format!("{actual:?}"),
         rule: rule.to_string(),
+        ..Default::default()
+    })
+}
+
+/// Like [`ensure`], naming the request that produced the response too.
+pub fn ensure_call(
+    cond: bool,
+    rpc: &str,
+    request: &str,
+    expected: impl Into<String>,
+    actual: impl fmt::Debug,
+    rule: &str,
+) -> Result<(), Failure> {
+    ensure(cond, rpc, expected, actual, rule).map_err(|mut f| {
+        f.request = Some(request.to_string());
+        f
     })
 }

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
+use csi_proto::v1::group_controller_service_capability::rpc::Type as GroupControllerRpc;
 use csi_proto::v1::node_service_capability::rpc::Type as NodeRpc;
 use csi_proto::v1::plugin_capability::service::Type as PluginService;
 
@@ -14,8 +15,9 @@ use crate::context::Ctx;
 pub type SpecFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>;
 
 /// Something a spec needs before it applies. A need that is not met makes the spec
-/// skipped (or, in strict mode, failed), with [`Need::describe`] as the reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// skipped (or, in strict mode, failed when it is a capability), with
+/// [`Need::describe`] as the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Need {
     /// The plugin advertises this service capability.
     PluginService(PluginService),
@@ -27,6 +29,20 @@ pub enum Need {
     NodeService,
     /// The harness runs as root, so it can check real mounts and data.
     Root,
+    /// The group controller advertises this RPC capability.
+    GroupControllerCap(GroupControllerRpc),
+    /// The node service can really stage and publish: the endpoint is external (the
+    /// driver runs with its own privileges), or the harness, which then runs the bundled
+    /// driver in process, is root.
+    Mounts,
+    /// A second node id is configured (`--csi.secondnodeid`).
+    SecondNode,
+    /// The node-volume-attach-limit spec was asked for (`--csi.testnodevolumeattachlimit`).
+    AttachLimitTest,
+    /// Mutable parameters are configured (`--csi.testvolumemutableparameters`).
+    MutableParameters,
+    /// Idempotency repeats are enabled (`--csi.idempotentcount` > 0).
+    IdempotentRepeats,
 }
 
 impl Need {
@@ -36,15 +52,39 @@ impl Need {
             Need::PluginService(s) => format!("driver does not advertise {}", s.as_str_name()),
             Need::ControllerCap(c) => format!("driver does not advertise {}", c.as_str_name()),
             Need::NodeCap(c) => format!("driver does not advertise node {}", c.as_str_name()),
+            Need::GroupControllerCap(c) => {
+                format!("driver does not advertise group controller {}", c.as_str_name())
+            }
             Need::NodeService => "no node service is reachable".to_string(),
             Need::Root => "skipped: needs root".to_string(),
+            Need::Mounts => {
+                "skipped: needs root (the bundled driver mounts in this process)".to_string()
+            }
+            Need::SecondNode => "no second node id configured (--csi.secondnodeid)".to_string(),
+            Need::AttachLimitTest => {
+                "opt-in: pass --csi.testnodevolumeattachlimit to run it".to_string()
+            }
+            Need::MutableParameters => {
+                "no mutable parameters configured (--csi.testvolumemutableparameters)".to_string()
+            }
+            Need::IdempotentRepeats => {
+                "idempotency repeats are off (--csi.idempotentcount 0)".to_string()
+            }
         }
     }
 
     /// Whether a strict run turns this unmet need into a failure (capabilities the driver
-    /// chose not to offer), rather than a skip (the environment can't run it).
+    /// chose not to offer), rather than a skip (the environment or the configuration
+    /// can't run it).
     pub fn is_capability(&self) -> bool {
-        !matches!(self, Need::Root)
+        matches!(
+            self,
+            Need::PluginService(_)
+                | Need::ControllerCap(_)
+                | Need::NodeCap(_)
+                | Need::GroupControllerCap(_)
+                | Need::NodeService
+        )
     }
 }
 
