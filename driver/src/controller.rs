@@ -1,16 +1,68 @@
 //! The Controller service: volumes, attachments, snapshots and expansion in the cloud.
+//!
+//! The driver is stateless: the cloud is the source of truth, and every RPC reads it
+//! before it changes it, so a retried call finds what the first one did and continues from
+//! there. A volume's CSI name and source live in its description ([`names::VolumeRecord`]).
+//! Attach, detach and resize are cloud actions, waited on by [`wait_for_action`] within the
+//! request's deadline; a call retried after a timeout finds the action in flight and waits
+//! on it instead of starting another. A second operation on a volume (or volume or
+//! snapshot name) while one is in flight gets ABORTED at once.
 
+mod paging;
+pub mod params;
+
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use csi_proto::v1::controller_server::Controller;
+use csi_proto::v1::controller_service_capability::rpc::Type as Rpc;
+use csi_proto::v1::volume_content_source::{SnapshotSource, Type as SourceType, VolumeSource};
 use csi_proto::v1::*;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status};
 
+use crate::cloud::names::{self, VolumeRecord};
+use crate::cloud::wait::wait_for_action;
+use crate::cloud::{
+    self, Action, ActionKind, ActionStatus, CloudApi, CloudError, Deadline, NewVolume, GIB,
+    MAX_VOLUME_GIB, MIN_VOLUME_GIB,
+};
+use crate::config::{self, PUBLISH_CONTEXT_DEVICE_LINK, PUBLISH_CONTEXT_VOLUME_NAME};
 use crate::Driver;
+use params::{
+    check_capabilities, check_capability, check_map_size, is_block, region_topology, require,
+    Placement,
+};
+
+/// What this Controller advertises: exactly what works.
+pub const CAPABILITIES: [Rpc; 14] = [
+    Rpc::CreateDeleteVolume,
+    Rpc::PublishUnpublishVolume,
+    Rpc::ListVolumes,
+    Rpc::GetCapacity,
+    Rpc::CreateDeleteSnapshot,
+    Rpc::ListSnapshots,
+    Rpc::CloneVolume,
+    Rpc::ExpandVolume,
+    Rpc::ListVolumesPublishedNodes,
+    Rpc::VolumeCondition,
+    Rpc::GetVolume,
+    Rpc::ModifyVolume,
+    Rpc::GetSnapshot,
+    Rpc::SingleNodeMultiWriter,
+];
+
+/// An action in progress longer than this makes the volume's condition abnormal.
+const STUCK_AFTER: chrono::TimeDelta = chrono::TimeDelta::minutes(10);
+
+/// Volume conditions fetched at once by ListVolumes.
+const CONDITION_CONCURRENCY: usize = 8;
+
+/// How many times a call re-reads the cloud after a race before giving up.
+const RECONCILE_ROUNDS: usize = 4;
 
 /// Serves Controller over the driver's cloud.
 pub struct ControllerService {
-    #[allow(dead_code)]
     driver: Arc<Driver>,
 }
 
@@ -18,100 +70,969 @@ impl ControllerService {
     pub fn new(driver: Arc<Driver>) -> Self {
         Self { driver }
     }
+
+    #[allow(clippy::result_large_err)]
+    fn cloud(&self) -> Result<&dyn CloudApi, Status> {
+        self.driver
+            .cloud
+            .as_deref()
+            .ok_or_else(|| Status::failed_precondition("this process has no cloud backend"))
+    }
+}
+
+type RpcResult<T> = Result<Response<T>, Status>;
+
+/// A volume's source, as requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Blank,
+    Snapshot(String),
+    Volume(String),
+}
+
+impl Source {
+    #[allow(clippy::result_large_err)]
+    fn from_request(source: Option<&VolumeContentSource>) -> Result<Source, Status> {
+        match source.and_then(|s| s.r#type.as_ref()) {
+            None => Ok(Source::Blank),
+            Some(SourceType::Snapshot(s)) => {
+                require(&s.snapshot_id, "volume_content_source.snapshot.snapshot_id")?;
+                Ok(Source::Snapshot(s.snapshot_id.clone()))
+            }
+            Some(SourceType::Volume(v)) => {
+                require(&v.volume_id, "volume_content_source.volume.volume_id")?;
+                Ok(Source::Volume(v.volume_id.clone()))
+            }
+        }
+    }
+
+    fn of_record(record: &VolumeRecord) -> Source {
+        match (&record.source_snapshot, &record.source_volume) {
+            (Some(s), _) => Source::Snapshot(s.clone()),
+            (None, Some(v)) => Source::Volume(v.clone()),
+            (None, None) => Source::Blank,
+        }
+    }
+
+    fn to_csi(&self) -> Option<VolumeContentSource> {
+        let r#type = match self {
+            Source::Blank => return None,
+            Source::Snapshot(id) => SourceType::Snapshot(SnapshotSource {
+                snapshot_id: id.clone(),
+            }),
+            Source::Volume(id) => SourceType::Volume(VolumeSource {
+                volume_id: id.clone(),
+            }),
+        };
+        Some(VolumeContentSource {
+            r#type: Some(r#type),
+        })
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Source::Blank => "no source".to_string(),
+            Source::Snapshot(id) => format!("snapshot {id}"),
+            Source::Volume(id) => format!("volume {id}"),
+        }
+    }
+}
+
+fn gib_bytes(gib: u64) -> i64 {
+    i64::try_from(gib).unwrap_or(i64::MAX / GIB).saturating_mul(GIB)
+}
+
+/// The CSI view of a cloud volume.
+fn csi_volume(v: &cloud::Volume) -> Volume {
+    let record = VolumeRecord::of(&v.name, &v.description);
+    Volume {
+        capacity_bytes: gib_bytes(v.size_gib),
+        volume_id: v.id.clone(),
+        volume_context: HashMap::new(),
+        content_source: Source::of_record(&record).to_csi(),
+        accessible_topology: vec![region_topology(&v.region)],
+    }
+}
+
+/// The CSI view of a cloud snapshot. The cloud answers only once a snapshot exists, so it
+/// is ready to use.
+fn csi_snapshot(s: &cloud::Snapshot) -> Snapshot {
+    Snapshot {
+        size_bytes: gib_bytes(s.min_disk_size_gib),
+        snapshot_id: s.id.clone(),
+        source_volume_id: s.volume_id.clone(),
+        creation_time: Some(prost_types::Timestamp {
+            seconds: s.created_at.timestamp(),
+            nanos: i32::try_from(s.created_at.timestamp_subsec_nanos()).unwrap_or(0),
+        }),
+        ready_to_use: true,
+        group_snapshot_id: String::new(),
+    }
+}
+
+/// What the node needs to find the attached device.
+fn publish_context(v: &cloud::Volume) -> HashMap<String, String> {
+    [
+        (PUBLISH_CONTEXT_VOLUME_NAME.to_string(), v.name.clone()),
+        (
+            PUBLISH_CONTEXT_DEVICE_LINK.to_string(),
+            config::device_link_name(&v.name),
+        ),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// A node id is a droplet id: a positive number. Anything else names no node.
+fn droplet_id(node_id: &str) -> Option<u64> {
+    node_id.parse::<u64>().ok().filter(|&id| id > 0)
+}
+
+fn node_not_found(node_id: &str) -> Status {
+    Status::not_found(format!(
+        "node {node_id:?} not found: node ids are droplet ids, and no such droplet exists"
+    ))
+}
+
+fn volume_not_found(volume_id: &str) -> Status {
+    Status::not_found(format!("volume {volume_id:?} not found"))
+}
+
+/// The volume with this CSI name, whatever its region.
+async fn find_volume(
+    cloud: &dyn CloudApi,
+    csi_name: &str,
+    deadline: Deadline,
+) -> Result<Option<cloud::Volume>, CloudError> {
+    let cloud_name = names::cloud_volume_name(csi_name);
+    Ok(cloud
+        .volumes_named(&cloud_name, deadline)
+        .await?
+        .into_iter()
+        .find(|v| VolumeRecord::of(&v.name, &v.description).csi_name == csi_name))
+}
+
+/// The snapshot with this CSI name.
+async fn find_snapshot(
+    cloud: &dyn CloudApi,
+    csi_name: &str,
+    deadline: Deadline,
+) -> Result<Option<cloud::Snapshot>, CloudError> {
+    let cloud_name = names::cloud_snapshot_name(csi_name);
+    Ok(cloud
+        .list_snapshots(None, deadline)
+        .await?
+        .into_iter()
+        .find(|s| s.name == cloud_name))
+}
+
+/// The newest attach or detach of the volume still in progress.
+async fn attachment_in_flight(
+    cloud: &dyn CloudApi,
+    volume_id: &str,
+    deadline: Deadline,
+) -> Result<Option<Action>, CloudError> {
+    Ok(cloud
+        .volume_actions(volume_id, deadline)
+        .await?
+        .into_iter()
+        .filter(|a| a.status == ActionStatus::InProgress && a.kind.is_attachment())
+        .max_by_key(|a| a.id))
+}
+
+/// The newest resize of the volume still in progress.
+async fn resize_in_flight(
+    cloud: &dyn CloudApi,
+    volume_id: &str,
+    deadline: Deadline,
+) -> Result<Option<Action>, CloudError> {
+    Ok(cloud
+        .volume_actions(volume_id, deadline)
+        .await?
+        .into_iter()
+        .filter(|a| a.status == ActionStatus::InProgress && a.kind == ActionKind::Resize)
+        .max_by_key(|a| a.id))
+}
+
+/// A volume's condition, from its actions: abnormal when the latest one errored or one has
+/// been in progress for too long.
+async fn volume_condition(
+    cloud: &dyn CloudApi,
+    volume_id: &str,
+    deadline: Deadline,
+) -> Result<VolumeCondition, CloudError> {
+    let actions = match cloud.volume_actions(volume_id, deadline).await {
+        Ok(actions) => actions,
+        Err(CloudError::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let now = chrono::Utc::now();
+    if let Some(stuck) = actions.iter().find(|a| {
+        a.status == ActionStatus::InProgress && a.started_at.is_some_and(|t| now - t > STUCK_AFTER)
+    }) {
+        return Ok(VolumeCondition {
+            abnormal: true,
+            message: format!(
+                "{} action {} has been in progress for more than {} minutes",
+                stuck.kind.as_do_type(),
+                stuck.id,
+                STUCK_AFTER.num_minutes()
+            ),
+        });
+    }
+    if let Some(last) = actions.iter().max_by_key(|a| a.id) {
+        if last.status == ActionStatus::Errored {
+            return Ok(VolumeCondition {
+                abnormal: true,
+                message: format!(
+                    "the last {} action ({}) errored: {}",
+                    last.kind.as_do_type(),
+                    last.id,
+                    last.error.as_deref().unwrap_or("the cloud gave no reason")
+                ),
+            });
+        }
+    }
+    Ok(VolumeCondition {
+        abnormal: false,
+        message: "volume is healthy".to_string(),
+    })
+}
+
+fn published_node_ids(v: &cloud::Volume) -> Vec<String> {
+    v.droplet_ids.iter().map(u64::to_string).collect()
+}
+
+/// What a CreateVolume asks for, to compare with a volume that already has its name.
+struct Wanted<'a> {
+    name: &'a str,
+    range: Option<&'a CapacityRange>,
+    source: &'a Source,
+    placement: Placement<'a>,
+}
+
+impl Wanted<'_> {
+    /// OK when `existing` is what was asked for, ALREADY_EXISTS saying how it differs.
+    #[allow(clippy::result_large_err)]
+    fn check(&self, existing: &cloud::Volume) -> Result<(), Status> {
+        let record = VolumeRecord::of(&existing.name, &existing.description);
+        let differs = |what: String| {
+            Err(Status::already_exists(format!(
+                "volume {:?} already exists as {} with {what}",
+                self.name, existing.id
+            )))
+        };
+        if !params::range_allows(self.range, existing.size_gib) {
+            return differs(format!(
+                "{} GiB, outside the requested capacity_range",
+                existing.size_gib
+            ));
+        }
+        let source = Source::of_record(&record);
+        if &source != self.source {
+            return differs(format!(
+                "{} as its source, not {}",
+                source.describe(),
+                self.source.describe()
+            ));
+        }
+        if !self.placement.allows(&existing.region) {
+            return differs(format!(
+                "region {}, outside the requested topology",
+                existing.region
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
 impl Controller for ControllerService {
-    async fn create_volume(
-        &self,
-        _r: Request<CreateVolumeRequest>,
-    ) -> Result<Response<CreateVolumeResponse>, Status> {
-        Err(Status::unimplemented("CreateVolume"))
-    }
-    async fn delete_volume(
-        &self,
-        _r: Request<DeleteVolumeRequest>,
-    ) -> Result<Response<DeleteVolumeResponse>, Status> {
-        Err(Status::unimplemented("DeleteVolume"))
-    }
-    async fn controller_publish_volume(
-        &self,
-        _r: Request<ControllerPublishVolumeRequest>,
-    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
-        Err(Status::unimplemented("ControllerPublishVolume"))
-    }
-    async fn controller_unpublish_volume(
-        &self,
-        _r: Request<ControllerUnpublishVolumeRequest>,
-    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
-        Err(Status::unimplemented("ControllerUnpublishVolume"))
-    }
-    async fn validate_volume_capabilities(
-        &self,
-        _r: Request<ValidateVolumeCapabilitiesRequest>,
-    ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
-        Err(Status::unimplemented("ValidateVolumeCapabilities"))
-    }
-    async fn list_volumes(
-        &self,
-        _r: Request<ListVolumesRequest>,
-    ) -> Result<Response<ListVolumesResponse>, Status> {
-        Err(Status::unimplemented("ListVolumes"))
-    }
-    async fn get_capacity(
-        &self,
-        _r: Request<GetCapacityRequest>,
-    ) -> Result<Response<GetCapacityResponse>, Status> {
-        Err(Status::unimplemented("GetCapacity"))
-    }
-    async fn controller_get_capabilities(
-        &self,
-        _r: Request<ControllerGetCapabilitiesRequest>,
-    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
-        Ok(Response::new(ControllerGetCapabilitiesResponse {
-            capabilities: vec![],
+    async fn create_volume(&self, request: Request<CreateVolumeRequest>) -> RpcResult<CreateVolumeResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        require(&req.name, "name")?;
+        check_capabilities(&req.volume_capabilities, "volume_capabilities")?;
+        check_map_size(&req.parameters, "parameters")?;
+        check_map_size(&req.mutable_parameters, "mutable_parameters")?;
+        let params = params::parse_create_params(&req.parameters).map_err(Status::invalid_argument)?;
+        let mutable =
+            params::parse_mutable_params(&req.mutable_parameters).map_err(Status::invalid_argument)?;
+        let range = req.capacity_range.as_ref();
+        let size_gib = params::size_for_range(range)?;
+        let source = Source::from_request(req.volume_content_source.as_ref())?;
+
+        let _guard = self.driver.locks.try_lock(&format!("volume-name/{}", req.name))?;
+        let cloud = self.cloud()?;
+        let placement = Placement {
+            requirement: req.accessibility_requirements.as_ref(),
+            parameter: params.region.as_deref(),
+            source: None,
+            default: &self.driver.config.region,
+        };
+        let wanted = Wanted {
+            name: &req.name,
+            range,
+            source: &source,
+            placement,
+        };
+        if let Some(existing) = find_volume(cloud, &req.name, deadline).await? {
+            wanted.check(&existing)?;
+            return Ok(Response::new(CreateVolumeResponse {
+                volume: Some(csi_volume(&existing)),
+            }));
+        }
+
+        let (source_region, min_gib) = match &source {
+            Source::Blank => (None, MIN_VOLUME_GIB),
+            Source::Snapshot(id) => match cloud.get_snapshot(id, deadline).await {
+                Ok(s) => (Some(s.region), s.min_disk_size_gib),
+                Err(CloudError::NotFound { .. }) => {
+                    return Err(Status::not_found(format!("source snapshot {id:?} not found")))
+                }
+                Err(e) => return Err(e.into()),
+            },
+            Source::Volume(id) => match cloud.get_volume(id, deadline).await {
+                Ok(v) => (Some(v.region), v.size_gib),
+                Err(CloudError::NotFound { .. }) => {
+                    return Err(Status::not_found(format!("source volume {id:?} not found")))
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let size_gib = params::fit_to_source(range, size_gib, min_gib, &source.describe())?;
+        let available = cloud.regions(deadline).await?;
+        let region = Placement {
+            source: source_region.as_deref(),
+            ..placement
+        }
+        .choose(&available)?;
+
+        let record = VolumeRecord {
+            csi_name: req.name.clone(),
+            source_snapshot: match &source {
+                Source::Snapshot(id) => Some(id.clone()),
+                _ => None,
+            },
+            source_volume: match &source {
+                Source::Volume(id) => Some(id.clone()),
+                _ => None,
+            },
+            pvc: params.pvc.clone(),
+            pv: params.pv.clone(),
+        };
+        let mut tags = params.tags.clone();
+        for tag in mutable.tags.unwrap_or_default() {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        let new = NewVolume {
+            name: names::cloud_volume_name(&req.name),
+            region,
+            size_gib,
+            description: record.to_description(),
+            snapshot_id: record.source_snapshot.clone(),
+            tags,
+        };
+        let created = match &source {
+            Source::Volume(id) => cloud.clone_volume(id, new, deadline).await,
+            _ => cloud.create_volume(new, deadline).await,
+        };
+        let volume = match created {
+            Ok(v) => v,
+            // A retried request whose first attempt was applied but whose answer was lost,
+            // or a concurrent create: the volume is there now.
+            Err(e @ CloudError::NameInUse { .. }) => match find_volume(cloud, &req.name, deadline).await? {
+                Some(existing) => {
+                    wanted.check(&existing)?;
+                    existing
+                }
+                None => return Err(e.into()),
+            },
+            Err(CloudError::NotFound { message }) if source != Source::Blank => {
+                return Err(Status::not_found(format!(
+                    "{} not found: {message}",
+                    source.describe()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Response::new(CreateVolumeResponse {
+            volume: Some(csi_volume(&volume)),
         }))
     }
-    async fn create_snapshot(
-        &self,
-        _r: Request<CreateSnapshotRequest>,
-    ) -> Result<Response<CreateSnapshotResponse>, Status> {
-        Err(Status::unimplemented("CreateSnapshot"))
+
+    async fn delete_volume(&self, request: Request<DeleteVolumeRequest>) -> RpcResult<DeleteVolumeResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        require(&req.volume_id, "volume_id")?;
+        let _guard = self.driver.locks.try_lock(&format!("volume/{}", req.volume_id))?;
+        let cloud = self.cloud()?;
+        let volume = match cloud.get_volume(&req.volume_id, deadline).await {
+            Ok(v) => v,
+            // spec: DeleteVolume of an unknown id MUST succeed.
+            Err(CloudError::NotFound { .. }) => return Ok(Response::new(DeleteVolumeResponse {})),
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(node) = volume.droplet_ids.first() {
+            return Err(Status::failed_precondition(format!(
+                "volume {} is published to node {node}; unpublish it before deleting",
+                volume.id
+            )));
+        }
+        match cloud.delete_volume(&volume.id, deadline).await {
+            Ok(()) | Err(CloudError::NotFound { .. }) => Ok(Response::new(DeleteVolumeResponse {})),
+            Err(CloudError::VolumeInUse { message }) => Err(Status::failed_precondition(format!(
+                "volume {} is in use: {message}",
+                volume.id
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
-    async fn delete_snapshot(
+
+    async fn controller_publish_volume(
         &self,
-        _r: Request<DeleteSnapshotRequest>,
-    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
-        Err(Status::unimplemented("DeleteSnapshot"))
+        request: Request<ControllerPublishVolumeRequest>,
+    ) -> RpcResult<ControllerPublishVolumeResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        require(&req.volume_id, "volume_id")?;
+        require(&req.node_id, "node_id")?;
+        check_capability(req.volume_capability.as_ref(), "volume_capability")?;
+        let _guard = self.driver.locks.try_lock(&format!("volume/{}", req.volume_id))?;
+        let cloud = self.cloud()?;
+        let node = droplet_id(&req.node_id).ok_or_else(|| node_not_found(&req.node_id))?;
+
+        for _ in 0..RECONCILE_ROUNDS {
+            let volume = match cloud.get_volume(&req.volume_id, deadline).await {
+                Ok(v) => v,
+                Err(CloudError::NotFound { .. }) => return Err(volume_not_found(&req.volume_id)),
+                Err(e) => return Err(e.into()),
+            };
+            match cloud.get_droplet(node, deadline).await {
+                Ok(_) => {}
+                Err(CloudError::NotFound { .. }) => return Err(node_not_found(&req.node_id)),
+                Err(e) => return Err(e.into()),
+            }
+            if volume.droplet_ids.contains(&node) {
+                if req.readonly {
+                    return Err(Status::already_exists(format!(
+                        "volume {} is already published to node {node} read-write; a read-only \
+                         publish is incompatible",
+                        volume.id
+                    )));
+                }
+                return Ok(Response::new(ControllerPublishVolumeResponse {
+                    publish_context: publish_context(&volume),
+                }));
+            }
+            if let Some(other) = volume.droplet_ids.first() {
+                return Err(Status::failed_precondition(format!(
+                    "volume {} is published to node {other}; a block storage volume attaches to \
+                     one node at a time, so unpublish it from node {other} first",
+                    volume.id
+                )));
+            }
+            if req.readonly {
+                return Err(Status::invalid_argument(
+                    "readonly: PUBLISH_READONLY is not supported: volumes attach read-write; \
+                     use a read-only access mode or mount option instead",
+                ));
+            }
+            // A retry after a timeout: resume the attach (or finish the detach) in flight.
+            if let Some(action) = attachment_in_flight(cloud, &volume.id, deadline).await? {
+                if let (ActionKind::Attach, Some(other)) = (&action.kind, action.droplet_id) {
+                    if other != node {
+                        return Err(Status::failed_precondition(format!(
+                            "volume {} is being attached to node {other}; unpublish it from node \
+                             {other} first",
+                            volume.id
+                        )));
+                    }
+                }
+                wait_for_action(cloud, action, deadline).await?;
+                continue;
+            }
+            match cloud.attach(&volume, node, deadline).await {
+                Ok(action) => {
+                    wait_for_action(cloud, action, deadline).await?;
+                    return Ok(Response::new(ControllerPublishVolumeResponse {
+                        publish_context: publish_context(&volume),
+                    }));
+                }
+                // Raced with another attach of this volume (or our own earlier attempt whose
+                // answer was lost): look again.
+                Err(CloudError::AlreadyAttached { .. }) => continue,
+                Err(e @ CloudError::PendingEvent { .. }) => {
+                    if attachment_in_flight(cloud, &volume.id, deadline).await?.is_some() {
+                        continue;
+                    }
+                    // The droplet is busy with another volume: the CO retries.
+                    return Err(Status::aborted(format!(
+                        "node {node} has another attach or detach in progress; retry later ({e})"
+                    )));
+                }
+                Err(CloudError::DropletLimit { message }) => {
+                    return Err(Status::resource_exhausted(format!(
+                        "node {node} has as many volumes as it can hold: {message}"
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Status::aborted(format!(
+            "volume {} kept changing while being published to node {node}; retry",
+            req.volume_id
+        )))
     }
-    async fn list_snapshots(
+
+    async fn controller_unpublish_volume(
         &self,
-        _r: Request<ListSnapshotsRequest>,
-    ) -> Result<Response<ListSnapshotsResponse>, Status> {
-        Err(Status::unimplemented("ListSnapshots"))
+        request: Request<ControllerUnpublishVolumeRequest>,
+    ) -> RpcResult<ControllerUnpublishVolumeResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        require(&req.volume_id, "volume_id")?;
+        params::check_length(&req.node_id, "node_id")?;
+        let _guard = self.driver.locks.try_lock(&format!("volume/{}", req.volume_id))?;
+        let cloud = self.cloud()?;
+        let done = || Ok(Response::new(ControllerUnpublishVolumeResponse {}));
+        // An empty node id means every node.
+        let node = if req.node_id.is_empty() {
+            None
+        } else {
+            match droplet_id(&req.node_id) {
+                Some(id) => Some(id),
+                // No such node, so nothing is attached to it.
+                None => return done(),
+            }
+        };
+
+        for _ in 0..RECONCILE_ROUNDS {
+            let volume = match cloud.get_volume(&req.volume_id, deadline).await {
+                Ok(v) => v,
+                // Gone, and so safely unpublished.
+                Err(CloudError::NotFound { .. }) => return done(),
+                Err(e) => return Err(e.into()),
+            };
+            // An attach in flight finishes first (it can't be cancelled), then is undone.
+            if let Some(action) = attachment_in_flight(cloud, &volume.id, deadline).await? {
+                let concerns_node = node.is_none() || action.droplet_id.is_none() || action.droplet_id == node;
+                if concerns_node {
+                    match wait_for_action(cloud, action, deadline).await {
+                        Ok(_) | Err(CloudError::ActionErrored { .. }) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            let attached = volume
+                .droplet_ids
+                .iter()
+                .copied()
+                .find(|d| node.is_none_or(|n| n == *d));
+            let Some(droplet) = attached else {
+                // spec: unpublishing a volume that is not attached MUST succeed.
+                return done();
+            };
+            match cloud.detach(&volume, droplet, deadline).await {
+                Ok(action) => {
+                    wait_for_action(cloud, action, deadline).await?;
+                    return done();
+                }
+                Err(CloudError::AttachmentNotFound { .. }) | Err(CloudError::NotFound { .. }) => {
+                    continue
+                }
+                Err(e @ CloudError::PendingEvent { .. }) => {
+                    if attachment_in_flight(cloud, &volume.id, deadline).await?.is_some() {
+                        continue;
+                    }
+                    return Err(Status::aborted(format!(
+                        "node {droplet} has another attach or detach in progress; retry later ({e})"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Status::aborted(format!(
+            "volume {} kept changing while being unpublished; retry",
+            req.volume_id
+        )))
     }
-    async fn get_snapshot(
+
+    async fn validate_volume_capabilities(
         &self,
-        _r: Request<GetSnapshotRequest>,
-    ) -> Result<Response<GetSnapshotResponse>, Status> {
-        Err(Status::unimplemented("GetSnapshot"))
+        request: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> RpcResult<ValidateVolumeCapabilitiesResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        require(&req.volume_id, "volume_id")?;
+        if req.volume_capabilities.is_empty() {
+            return Err(Status::invalid_argument("volume_capabilities is required"));
+        }
+        check_map_size(&req.parameters, "parameters")?;
+        check_map_size(&req.mutable_parameters, "mutable_parameters")?;
+        check_map_size(&req.volume_context, "volume_context")?;
+        let cloud = self.cloud()?;
+        match cloud.get_volume(&req.volume_id, deadline).await {
+            Ok(_) => {}
+            Err(CloudError::NotFound { .. }) => return Err(volume_not_found(&req.volume_id)),
+            Err(e) => return Err(e.into()),
+        }
+        let unsupported = req
+            .volume_capabilities
+            .iter()
+            .enumerate()
+            .find_map(|(i, cap)| {
+                params::capability_support(cap)
+                    .err()
+                    .map(|why| format!("volume_capabilities[{i}]: {why}"))
+            })
+            .or_else(|| params::parse_create_params(&req.parameters).err())
+            .or_else(|| params::parse_mutable_params(&req.mutable_parameters).err());
+        if let Some(message) = unsupported {
+            return Ok(Response::new(ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message,
+            }));
+        }
+        Ok(Response::new(ValidateVolumeCapabilitiesResponse {
+            confirmed: Some(validate_volume_capabilities_response::Confirmed {
+                volume_context: req.volume_context,
+                volume_capabilities: req.volume_capabilities,
+                parameters: req.parameters,
+                mutable_parameters: req.mutable_parameters,
+            }),
+            message: String::new(),
+        }))
     }
+
+    async fn list_volumes(&self, request: Request<ListVolumesRequest>) -> RpcResult<ListVolumesResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        let cloud = self.cloud()?;
+        // Check the token before asking the cloud for anything.
+        paging::validate(&req.starting_token, "volumes", req.max_entries)?;
+        let volumes = cloud.list_volumes(deadline).await?;
+        let page = paging::page(
+            volumes,
+            |v| (v.created_at, v.id.as_str()),
+            "volumes",
+            &req.starting_token,
+            req.max_entries,
+        )?;
+        let entries: Vec<list_volumes_response::Entry> = stream::iter(page.items)
+            .map(|v| async move {
+                let condition = volume_condition(cloud, &v.id, deadline).await?;
+                Ok::<_, CloudError>(list_volumes_response::Entry {
+                    volume: Some(csi_volume(&v)),
+                    status: Some(list_volumes_response::VolumeStatus {
+                        published_node_ids: published_node_ids(&v),
+                        volume_condition: Some(condition),
+                    }),
+                })
+            })
+            .buffered(CONDITION_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(Response::new(ListVolumesResponse {
+            entries,
+            next_token: page.next_token,
+        }))
+    }
+
+    async fn get_capacity(&self, request: Request<GetCapacityRequest>) -> RpcResult<GetCapacityResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        check_map_size(&req.parameters, "parameters")?;
+        let params = params::parse_create_params(&req.parameters).map_err(Status::invalid_argument)?;
+        let cloud = self.cloud()?;
+        let answer = |available: i64| {
+            Ok(Response::new(GetCapacityResponse {
+                available_capacity: available,
+                maximum_volume_size: Some(gib_bytes(MAX_VOLUME_GIB)),
+                minimum_volume_size: Some(gib_bytes(MIN_VOLUME_GIB)),
+            }))
+        };
+        // Capacity for volumes this driver can't make is zero.
+        if req
+            .volume_capabilities
+            .iter()
+            .any(|c| params::capability_support(c).is_err())
+        {
+            return answer(0);
+        }
+        let topology_region = match &req.accessible_topology {
+            None => None,
+            Some(t) => match params::term_region(t) {
+                Some(r) => Some(r),
+                None => return answer(0),
+            },
+        };
+        if let (Some(t), Some(p)) = (topology_region, params.region.as_deref()) {
+            if t != p {
+                return answer(0);
+            }
+        }
+        if let Some(region) = topology_region.or(params.region.as_deref()) {
+            if !cloud.regions(deadline).await?.iter().any(|r| r == region) {
+                return answer(0);
+            }
+        }
+        let account = cloud.account(deadline).await?;
+        let available = match (account.quota_gib, account.used_gib) {
+            (Some(quota), used) => gib_bytes(quota.saturating_sub(used.unwrap_or(0))),
+            // The API reports no quota (DigitalOcean): the largest volume is the honest bound.
+            (None, _) => gib_bytes(MAX_VOLUME_GIB),
+        };
+        answer(available)
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _request: Request<ControllerGetCapabilitiesRequest>,
+    ) -> RpcResult<ControllerGetCapabilitiesResponse> {
+        let capabilities = CAPABILITIES
+            .iter()
+            .map(|rpc| ControllerServiceCapability {
+                r#type: Some(controller_service_capability::Type::Rpc(
+                    controller_service_capability::Rpc { r#type: *rpc as i32 },
+                )),
+            })
+            .collect();
+        Ok(Response::new(ControllerGetCapabilitiesResponse { capabilities }))
+    }
+
+    async fn create_snapshot(&self, request: Request<CreateSnapshotRequest>) -> RpcResult<CreateSnapshotResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        require(&req.name, "name")?;
+        require(&req.source_volume_id, "source_volume_id")?;
+        check_map_size(&req.parameters, "parameters")?;
+        let tags = params::parse_snapshot_params(&req.parameters).map_err(Status::invalid_argument)?;
+        let _name_guard = self.driver.locks.try_lock(&format!("snapshot-name/{}", req.name))?;
+        let _volume_guard = self
+            .driver
+            .locks
+            .try_lock(&format!("volume/{}", req.source_volume_id))?;
+        let cloud = self.cloud()?;
+        let same_or_conflict = |s: cloud::Snapshot| {
+            if s.volume_id == req.source_volume_id {
+                Ok(Response::new(CreateSnapshotResponse {
+                    snapshot: Some(csi_snapshot(&s)),
+                }))
+            } else {
+                Err(Status::already_exists(format!(
+                    "snapshot {:?} already exists as {} of volume {}, not of volume {}",
+                    req.name, s.id, s.volume_id, req.source_volume_id
+                )))
+            }
+        };
+        if let Some(existing) = find_snapshot(cloud, &req.name, deadline).await? {
+            return same_or_conflict(existing);
+        }
+        match cloud
+            .create_snapshot(&req.source_volume_id, &names::cloud_snapshot_name(&req.name), tags, deadline)
+            .await
+        {
+            Ok(s) => same_or_conflict(s),
+            Err(CloudError::NotFound { .. }) => Err(Status::not_found(format!(
+                "source volume {:?} not found",
+                req.source_volume_id
+            ))),
+            // A retry whose first attempt was applied, or a concurrent create.
+            Err(e @ CloudError::NameInUse { .. }) => match find_snapshot(cloud, &req.name, deadline).await? {
+                Some(existing) => same_or_conflict(existing),
+                None => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_snapshot(&self, request: Request<DeleteSnapshotRequest>) -> RpcResult<DeleteSnapshotResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        require(&req.snapshot_id, "snapshot_id")?;
+        let _guard = self.driver.locks.try_lock(&format!("snapshot/{}", req.snapshot_id))?;
+        let cloud = self.cloud()?;
+        match cloud.delete_snapshot(&req.snapshot_id, deadline).await {
+            // spec: DeleteSnapshot of an unknown id MUST succeed.
+            Ok(()) | Err(CloudError::NotFound { .. }) => Ok(Response::new(DeleteSnapshotResponse {})),
+            Err(CloudError::VolumeInUse { message } | CloudError::NameInUse { message }) => Err(
+                Status::failed_precondition(format!("snapshot {} is in use: {message}", req.snapshot_id)),
+            ),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list_snapshots(&self, request: Request<ListSnapshotsRequest>) -> RpcResult<ListSnapshotsResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        let cloud = self.cloud()?;
+        paging::validate(&req.starting_token, "snapshots", req.max_entries)?;
+        let snapshots = if !req.snapshot_id.is_empty() {
+            match cloud.get_snapshot(&req.snapshot_id, deadline).await {
+                Ok(s) => vec![s],
+                Err(CloudError::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            }
+        } else if !req.source_volume_id.is_empty() {
+            match cloud.list_snapshots(Some(&req.source_volume_id), deadline).await {
+                Ok(all) => all,
+                Err(CloudError::NotFound { .. }) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            cloud.list_snapshots(None, deadline).await?
+        };
+        let snapshots: Vec<cloud::Snapshot> = snapshots
+            .into_iter()
+            .filter(|s| req.source_volume_id.is_empty() || s.volume_id == req.source_volume_id)
+            .collect();
+        let page = paging::page(
+            snapshots,
+            |s| (s.created_at, s.id.as_str()),
+            "snapshots",
+            &req.starting_token,
+            req.max_entries,
+        )?;
+        Ok(Response::new(ListSnapshotsResponse {
+            entries: page
+                .items
+                .iter()
+                .map(|s| list_snapshots_response::Entry {
+                    snapshot: Some(csi_snapshot(s)),
+                })
+                .collect(),
+            next_token: page.next_token,
+        }))
+    }
+
+    async fn get_snapshot(&self, request: Request<GetSnapshotRequest>) -> RpcResult<GetSnapshotResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        require(&req.snapshot_id, "snapshot_id")?;
+        let cloud = self.cloud()?;
+        match cloud.get_snapshot(&req.snapshot_id, deadline).await {
+            Ok(s) => Ok(Response::new(GetSnapshotResponse {
+                snapshot: Some(csi_snapshot(&s)),
+            })),
+            Err(CloudError::NotFound { .. }) => Err(Status::not_found(format!(
+                "snapshot {:?} not found",
+                req.snapshot_id
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn controller_expand_volume(
         &self,
-        _r: Request<ControllerExpandVolumeRequest>,
-    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
-        Err(Status::unimplemented("ControllerExpandVolume"))
+        request: Request<ControllerExpandVolumeRequest>,
+    ) -> RpcResult<ControllerExpandVolumeResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        require(&req.volume_id, "volume_id")?;
+        let range = req
+            .capacity_range
+            .as_ref()
+            .ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
+        if let Some(cap) = &req.volume_capability {
+            check_capability(Some(cap), "volume_capability")?;
+        }
+        let target_gib = params::size_for_range(Some(range))?;
+        // A filesystem must still be grown on the node; a raw block device needs nothing.
+        let node_expansion_required = !is_block(req.volume_capability.as_ref());
+        let _guard = self.driver.locks.try_lock(&format!("volume/{}", req.volume_id))?;
+        let cloud = self.cloud()?;
+
+        for _ in 0..RECONCILE_ROUNDS {
+            let volume = match cloud.get_volume(&req.volume_id, deadline).await {
+                Ok(v) => v,
+                Err(CloudError::NotFound { .. }) => return Err(volume_not_found(&req.volume_id)),
+                Err(e) => return Err(e.into()),
+            };
+            // Volumes never shrink: a smaller request is already satisfied.
+            if volume.size_gib >= target_gib {
+                return Ok(Response::new(ControllerExpandVolumeResponse {
+                    capacity_bytes: gib_bytes(volume.size_gib),
+                    node_expansion_required,
+                }));
+            }
+            if let Some(action) = resize_in_flight(cloud, &volume.id, deadline).await? {
+                wait_for_action(cloud, action, deadline).await?;
+                continue;
+            }
+            match cloud.resize(&volume, target_gib, deadline).await {
+                Ok(action) => {
+                    wait_for_action(cloud, action, deadline).await?;
+                }
+                Err(CloudError::PendingEvent { .. }) => continue,
+                Err(CloudError::QuotaExceeded { message }) => {
+                    return Err(Status::resource_exhausted(format!(
+                        "volume {} can't grow to {target_gib} GiB: {message}",
+                        volume.id
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Status::aborted(format!(
+            "volume {} kept changing while being expanded; retry",
+            req.volume_id
+        )))
     }
+
     async fn controller_get_volume(
         &self,
-        _r: Request<ControllerGetVolumeRequest>,
-    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
-        Err(Status::unimplemented("ControllerGetVolume"))
+        request: Request<ControllerGetVolumeRequest>,
+    ) -> RpcResult<ControllerGetVolumeResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        require(&req.volume_id, "volume_id")?;
+        let cloud = self.cloud()?;
+        let volume = match cloud.get_volume(&req.volume_id, deadline).await {
+            Ok(v) => v,
+            Err(CloudError::NotFound { .. }) => return Err(volume_not_found(&req.volume_id)),
+            Err(e) => return Err(e.into()),
+        };
+        let condition = volume_condition(cloud, &volume.id, deadline).await?;
+        Ok(Response::new(ControllerGetVolumeResponse {
+            volume: Some(csi_volume(&volume)),
+            status: Some(controller_get_volume_response::VolumeStatus {
+                published_node_ids: published_node_ids(&volume),
+                volume_condition: Some(condition),
+            }),
+        }))
     }
+
     async fn controller_modify_volume(
         &self,
-        _r: Request<ControllerModifyVolumeRequest>,
-    ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
-        Err(Status::unimplemented("ControllerModifyVolume"))
+        request: Request<ControllerModifyVolumeRequest>,
+    ) -> RpcResult<ControllerModifyVolumeResponse> {
+        let deadline = Deadline::from_metadata(request.metadata());
+        let req = request.into_inner();
+        require(&req.volume_id, "volume_id")?;
+        if req.mutable_parameters.is_empty() {
+            return Err(Status::invalid_argument("mutable_parameters is required"));
+        }
+        check_map_size(&req.mutable_parameters, "mutable_parameters")?;
+        // Validate everything before applying anything.
+        let mutable =
+            params::parse_mutable_params(&req.mutable_parameters).map_err(Status::invalid_argument)?;
+        let _guard = self.driver.locks.try_lock(&format!("volume/{}", req.volume_id))?;
+        let cloud = self.cloud()?;
+        match cloud.get_volume(&req.volume_id, deadline).await {
+            Ok(_) => {}
+            Err(CloudError::NotFound { .. }) => return Err(volume_not_found(&req.volume_id)),
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(tags) = mutable.tags {
+            match cloud.set_volume_tags(&req.volume_id, tags, deadline).await {
+                Ok(_) => {}
+                Err(CloudError::NotFound { .. }) => return Err(volume_not_found(&req.volume_id)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Response::new(ControllerModifyVolumeResponse {}))
     }
 }

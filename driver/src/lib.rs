@@ -33,6 +33,8 @@ pub struct Driver {
     pub node_id: Option<String>,
     /// The cloud, when it serves Controller.
     pub cloud: Option<Arc<dyn cloud::CloudApi>>,
+    /// The in-process fake cloud behind `cloud`, with `--cloud memory`.
+    pub in_process_cloud: Option<cloud::memory::InProcess>,
     /// Operations in flight, by volume id or name.
     pub locks: locks::OperationLocks,
 }
@@ -43,9 +45,12 @@ impl Driver {
         identity::validate_driver_name(&config.driver_name)
             .map_err(|e| anyhow::anyhow!("--driver-name: {e}"))?;
         let node_id = read_node_id(&config)?;
-        let cloud = match config.mode {
-            Mode::All | Mode::Controller => Some(cloud::open(&config, node_id.as_deref())?),
-            Mode::Node => None,
+        let (cloud, in_process_cloud) = match config.mode {
+            Mode::All | Mode::Controller => {
+                let opened = cloud::open(&config, node_id.as_deref())?;
+                (Some(opened.api), opened.in_process)
+            }
+            Mode::Node => (None, None),
         };
         if matches!(config.mode, Mode::All | Mode::Node) && node_id.is_none() {
             anyhow::bail!(
@@ -57,8 +62,21 @@ impl Driver {
             config,
             node_id,
             cloud,
+            in_process_cloud,
             locks: locks::OperationLocks::new(),
         })
+    }
+
+    /// The in-process fake cloud (`--cloud memory`), so tests and the harness can change its
+    /// latency and faults at run time.
+    pub fn fake_cloud(&self) -> Option<fake_cloud::Cloud> {
+        self.in_process_cloud.as_ref().map(|c| c.cloud.clone())
+    }
+
+    /// Where the in-process cloud keeps volume images (`<dir>/volumes/<id>.img`): `--data-dir`,
+    /// or the temporary directory made for this process when it is unset.
+    pub fn cloud_data_dir(&self) -> Option<&std::path::Path> {
+        self.in_process_cloud.as_ref().map(|c| c.data_dir())
     }
 
     /// Whether this process serves the Controller service.
@@ -75,7 +93,7 @@ impl Driver {
     pub async fn readiness(&self) -> Result<(), String> {
         if let Some(cloud) = &self.cloud {
             cloud
-                .ping()
+                .ping(cloud::Deadline::after(std::time::Duration::from_secs(10)))
                 .await
                 .map_err(|e| format!("cloud API unreachable: {e}"))?;
         }

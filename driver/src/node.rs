@@ -1,78 +1,1378 @@
 //! The Node service: stage, publish, stats and expansion on this node's real devices.
+//!
+//! **Finding the device.** ControllerPublishVolume hands the node a device link name
+//! (`publish_context["device-link"]`, relative to `--device-dir`). With
+//! `--device-source digitalocean` NodeStageVolume waits for the hypervisor to create that
+//! link, bounded by the request's deadline. With `--device-source loop` (the fake cloud)
+//! NodeStageVolume plays the hypervisor first: it attaches the volume's image
+//! `<data-dir>/volumes/<id>.img` as a loop device and creates the link; NodeUnstageVolume
+//! removes the link and detaches the loop device again.
+//!
+//! **No state of our own.** Whether a volume is staged or published, where, and how, is
+//! read from `/proc/self/mountinfo` every time, never from memory, so every call is
+//! idempotent across retries and driver restarts. A second call on a volume while one is
+//! in flight gets ABORTED; a call whose client gives up still runs to its end (it runs in
+//! its own task), so a retry finds finished work rather than half-done work.
+//!
+//! **Formatting.** A device is formatted only when `blkid -p` finds no signature at all.
+//! A filesystem of another type than requested, a partition table or anything else blkid
+//! recognises is left alone and the call fails with FAILED_PRECONDITION.
+//!
+//! **Expansion.** NodeExpandVolume refreshes the loop device's size (loop mode) and grows
+//! a mounted filesystem: xfs online with xfs_growfs; ext4 online with resize2fs, which
+//! needs CAP_SYS_RESOURCE: where that fails, the call fails with FAILED_PRECONDITION
+//! quoting resize2fs. The honest way for ext4 then is offline: NodeStageVolume checks
+//! whether an ext4 filesystem is smaller than its device (the controller grew the volume
+//! while it was unstaged) and runs `e2fsck -f -p` and `resize2fs` before mounting it, so
+//! unstage → ControllerExpandVolume → stage grows it. (Stage grows a too-small xfs too,
+//! online, right after mounting.) Success is reported only once the filesystem's own
+//! size covers the device and statvfs shows the growth.
+//!
+//! **Paths.** Request paths are checked by [`crate::mount::paths`]: nothing outside the
+//! staging or target path is created, mounted or removed, and a target whose final
+//! component is a symlink is refused. The node creates the target path (a directory, or a
+//! file for a raw block volume) and removes it on unpublish; the staging path belongs to
+//! the CO and is only mounted on and unmounted.
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use csi_proto::v1::node_server::Node;
+use csi_proto::v1::node_service_capability::rpc::Type as RpcType;
+use csi_proto::v1::volume_capability::access_mode::Mode;
+use csi_proto::v1::volume_capability::AccessType;
 use csi_proto::v1::*;
+use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use crate::config::{
+    self, DeviceSource, PUBLISH_CONTEXT_DEVICE_LINK, PUBLISH_CONTEXT_VOLUME_NAME,
+    TOPOLOGY_REGION_KEY,
+};
+use crate::locks::OperationGuard;
+use crate::mount::device::{self, BlockDevice};
+use crate::mount::fs::{self, FsType, Probe};
+use crate::mount::mountinfo::{DeviceId, FileOnFs, MountEntry, MountTable};
+use crate::mount::paths::{self, Kind, Pinned};
+use crate::mount::vfs::{self, MountOptions};
+use crate::mount::MountError;
 use crate::Driver;
 
+/// How long NodeStageVolume waits for a device when the request carries no deadline.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+
 /// Serves Node on this machine.
+#[derive(Clone)]
 pub struct NodeService {
     driver: Arc<Driver>,
+}
+
+/// What a volume capability asks of the node.
+#[derive(Debug, Clone)]
+struct Capability {
+    access: Access,
+    mode: Mode,
+}
+
+#[derive(Debug, Clone)]
+enum Access {
+    /// A raw block device at the target.
+    Block,
+    /// A filesystem, mounted with these options.
+    Mount { fs: FsType, options: MountOptions },
+}
+
+impl Capability {
+    /// Parse and check a request's capability.
+    fn parse(capability: Option<&VolumeCapability>) -> Result<Capability, MountError> {
+        let capability = capability.ok_or(MountError::MissingField {
+            field: "volume_capability",
+        })?;
+        let access_mode = capability.access_mode.ok_or(MountError::MissingField {
+            field: "volume_capability.access_mode",
+        })?;
+        let mode = match Mode::try_from(access_mode.mode) {
+            Ok(Mode::Unknown) | Err(_) => {
+                return Err(MountError::InvalidField {
+                    field: "volume_capability.access_mode.mode",
+                    value: access_mode.mode.to_string(),
+                    reason: "unknown access mode".into(),
+                })
+            }
+            Ok(mode) => mode,
+        };
+        let access = match &capability.access_type {
+            None => {
+                return Err(MountError::MissingField {
+                    field: "volume_capability.access_type",
+                })
+            }
+            Some(AccessType::Block(_)) => Access::Block,
+            Some(AccessType::Mount(mount)) => Access::Mount {
+                fs: FsType::parse("volume_capability.mount.fs_type", &mount.fs_type)?,
+                options: MountOptions::parse(
+                    "volume_capability.mount.mount_flags",
+                    &mount.mount_flags,
+                )?,
+            },
+        };
+        Ok(Capability { access, mode })
+    }
+
+    /// Reader-only modes are mounted read-only whatever `readonly` says.
+    fn reader_only(&self) -> bool {
+        matches!(
+            self.mode,
+            Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly
+        )
+    }
+
+    /// Modes that allow one publish target on this node only.
+    fn single_target(&self) -> bool {
+        matches!(
+            self.mode,
+            Mode::SingleNodeWriter | Mode::SingleNodeSingleWriter | Mode::SingleNodeReaderOnly
+        )
+    }
+}
+
+/// Parse a `grpc-timeout` header value: up to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let unit = value.chars().last()?;
+    let digits = &value[..value.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n.checked_mul(3600)?),
+        'M' => Duration::from_secs(n.checked_mul(60)?),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// When to stop waiting for this request: its gRPC deadline (or [`DEFAULT_DEADLINE`]),
+/// less a small margin so the caller still hears why.
+fn deadline_of<T>(request: &Request<T>) -> Instant {
+    let timeout = request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .unwrap_or(DEFAULT_DEADLINE);
+    let margin = (timeout / 10).min(Duration::from_secs(1));
+    Instant::now() + (timeout - margin)
+}
+
+/// A required string field.
+fn require(field: &'static str, value: &str) -> Result<(), MountError> {
+    if value.is_empty() {
+        Err(MountError::MissingField { field })
+    } else {
+        Ok(())
+    }
+}
+
+/// An optional path field: validated when present.
+fn optional_path(field: &'static str, value: &str) -> Result<Option<PathBuf>, MountError> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        paths::validate(field, value).map(Some)
+    }
+}
+
+/// Run an operation in its own task, holding the volume's lock until it ends: a client
+/// that gives up does not cut the operation short halfway.
+async fn detached<T, F>(guard: OperationGuard, work: F) -> Result<T, Status>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, MountError>> + Send + 'static,
+{
+    let task = tokio::spawn(async move {
+        let _guard = guard;
+        work.await
+    });
+    match task.await {
+        Ok(result) => result.map_err(Status::from),
+        Err(e) => Err(Status::internal(format!("node operation failed: {e}"))),
+    }
+}
+
+/// A mount, described for messages.
+fn describe(entry: &MountEntry) -> String {
+    format!(
+        "{} ({}, {}{}) mounted {}",
+        entry.source,
+        entry.device,
+        entry.fs_type,
+        if entry.root == Path::new("/") {
+            String::new()
+        } else {
+            format!(" {}", entry.root.display())
+        },
+        entry.mount_options.join(",")
+    )
+}
+
+fn options_text(set: &std::collections::BTreeSet<String>) -> String {
+    set.iter().cloned().collect::<Vec<_>>().join(",")
+}
+
+/// A path field that must not be a symlink.
+fn refuse_symlink(field: &'static str, path: &Path) -> MountError {
+    MountError::InvalidField {
+        field,
+        value: path.display().to_string(),
+        reason: "is a symlink; the node never follows one".into(),
+    }
+}
+
+/// Every mount that uses `device`: filesystem mounts of it and bind mounts of its node.
+fn mounts_using(table: &MountTable, device: &BlockDevice) -> Vec<PathBuf> {
+    let mut users: Vec<PathBuf> = table
+        .of_device(device.id)
+        .map(|e| e.mount_point.clone())
+        .collect();
+    if let Some(node) = device_node_on_fs(table, device) {
+        users.extend(table.binds_of(&node).map(|e| e.mount_point.clone()));
+    }
+    users
+}
+
+/// Where the device node lives, as mountinfo names the source of its bind mounts.
+fn device_node_on_fs(table: &MountTable, device: &BlockDevice) -> Option<FileOnFs> {
+    let meta = std::fs::metadata(&device.path).ok()?;
+    let holder = DeviceId::from_dev_t(std::os::unix::fs::MetadataExt::dev(&meta));
+    FileOnFs::locate(table, &device.path, holder)
 }
 
 impl NodeService {
     pub fn new(driver: Arc<Driver>) -> Self {
         Self { driver }
     }
+
+    /// The fake cloud's data directory, where loop mode finds volume images: the
+    /// in-process cloud's (which makes a temporary one when --data-dir is unset), else
+    /// --data-dir (a node-only process next to a separate fake cloud).
+    fn data_dir(&self) -> Option<PathBuf> {
+        self.driver
+            .cloud_data_dir()
+            .map(Path::to_path_buf)
+            .or_else(|| self.driver.config.data_dir.clone())
+    }
+
+    fn loop_mode(&self) -> bool {
+        self.driver.config.device_source == DeviceSource::Loop
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn lock(&self, volume_id: &str) -> Result<OperationGuard, Status> {
+        // Node keys are their own: a controller call on the same volume is not a conflict.
+        self.driver.locks.try_lock(&format!("node/{volume_id}"))
+    }
+
+    /// `<data-dir>/volumes/<id>.img`.
+    fn image_path(&self, volume_id: &str) -> Result<PathBuf, MountError> {
+        let dir = self.data_dir().ok_or_else(|| {
+            MountError::NotConfigured(
+                "--device-source loop needs --data-dir, where the fake cloud keeps volume images"
+                    .into(),
+            )
+        })?;
+        Ok(dir.join("volumes").join(format!("{volume_id}.img")))
+    }
+
+    /// In loop mode, the volume exists when its image does. Other device sources cannot
+    /// tell from the node, and say yes.
+    fn check_volume_exists(&self, volume_id: &str) -> Result<(), MountError> {
+        if !self.loop_mode() {
+            return Ok(());
+        }
+        let image = self.image_path(volume_id)?;
+        if image.is_file() {
+            Ok(())
+        } else {
+            Err(MountError::VolumeNotFound {
+                volume_id: volume_id.to_string(),
+                reason: format!("no image at {}", image.display()),
+            })
+        }
+    }
+
+    /// Loop mode: the volume's attached loop device, if any.
+    fn attached_loop(&self, volume_id: &str) -> Result<Option<BlockDevice>, MountError> {
+        device::find_loop(&self.image_path(volume_id)?)
+    }
+
+    /// The device link for a volume, from publish_context.
+    fn device_link(
+        &self,
+        volume_id: &str,
+        context: &std::collections::HashMap<String, String>,
+    ) -> Result<PathBuf, MountError> {
+        const LINK_FIELD: &str = "publish_context[device-link]";
+        let name = match (
+            context.get(PUBLISH_CONTEXT_DEVICE_LINK),
+            context.get(PUBLISH_CONTEXT_VOLUME_NAME),
+        ) {
+            (Some(link), _) => link.clone(),
+            (None, Some(volume_name)) => config::device_link_name(volume_name),
+            // The fake cloud's hot-plug is ours, so the link name is too.
+            (None, None) if self.loop_mode() => config::device_link_name(volume_id),
+            (None, None) => return Err(MountError::MissingField { field: LINK_FIELD }),
+        };
+        paths::validate_file_name(LINK_FIELD, &name)?;
+        Ok(self.driver.config.device_dir.join(name))
+    }
+
+    /// Make the volume's device appear (loop mode: attach and link it) and wait for it.
+    /// Returns the device and, when this call attached it, the loop device to undo.
+    async fn obtain_device(
+        &self,
+        volume_id: &str,
+        context: &std::collections::HashMap<String, String>,
+        deadline: Instant,
+    ) -> Result<(BlockDevice, Option<BlockDevice>), MountError> {
+        let link = self.device_link(volume_id, context)?;
+        let mut attached_here = None;
+        if self.loop_mode() {
+            self.check_volume_exists(volume_id)?;
+            let (loop_device, attached) = device::attach_loop(&self.image_path(volume_id)?).await?;
+            if attached {
+                tracing::info!(volume_id, device = %loop_device.path.display(), "attached volume image as a loop device");
+                attached_here = Some(loop_device.clone());
+            }
+            if let Err(e) = device::link_to(&link, &loop_device) {
+                self.undo_attach(attached_here).await;
+                return Err(e);
+            }
+        }
+        match device::wait_for(&link, deadline).await {
+            Ok(device) => Ok((device, attached_here)),
+            Err(e) => {
+                self.undo_attach(attached_here).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Remove the links to a loop device this call attached, and detach it.
+    async fn undo_attach(&self, attached: Option<BlockDevice>) {
+        let Some(loop_device) = attached else {
+            return;
+        };
+        let _ = device::remove_links_to(
+            &self.driver.config.device_dir,
+            &config::device_link_name(""),
+            loop_device.id,
+        );
+        if let Err(e) = device::detach_loop(&loop_device).await {
+            tracing::warn!(device = %loop_device.path.display(), error = %e, "could not detach a loop device after a failed stage");
+        }
+    }
+
+    // ---- NodeStageVolume ----
+
+    async fn stage(
+        &self,
+        volume_id: String,
+        staging: PathBuf,
+        capability: Capability,
+        context: std::collections::HashMap<String, String>,
+        deadline: Instant,
+    ) -> Result<(), MountError> {
+        let (device, attached_here) = self.obtain_device(&volume_id, &context, deadline).await?;
+        let result = match &capability.access {
+            // A raw block volume is published straight from its device: nothing to stage.
+            Access::Block => Ok(()),
+            Access::Mount { fs, options } => {
+                let options = options.clone().with_read_only(capability.reader_only());
+                self.stage_filesystem(&volume_id, &device, &staging, *fs, &options)
+                    .await
+            }
+        };
+        if result.is_err() {
+            self.undo_attach(attached_here).await;
+        }
+        result
+    }
+
+    async fn stage_filesystem(
+        &self,
+        volume_id: &str,
+        device: &BlockDevice,
+        staging: &Path,
+        fs: FsType,
+        options: &MountOptions,
+    ) -> Result<(), MountError> {
+        const FIELD: &str = "staging_target_path";
+        let not_there = || MountError::UnusablePath {
+            field: FIELD,
+            path: staging.to_path_buf(),
+            reason: "does not exist; the CO creates the staging directory".into(),
+        };
+        let staging = paths::resolve(FIELD, staging)?.ok_or_else(not_there)?;
+        match paths::kind_of(&staging)? {
+            Kind::Directory => {}
+            Kind::Missing => return Err(not_there()),
+            Kind::Symlink => return Err(refuse_symlink(FIELD, &staging)),
+            other => {
+                return Err(MountError::UnusablePath {
+                    field: FIELD,
+                    path: staging,
+                    reason: format!("is {}, not a directory", other.describe()),
+                })
+            }
+        }
+
+        let table = MountTable::read()?;
+        if let Some(existing) = table.at(&staging) {
+            let expected = options.expected_per_mount();
+            let same = existing.device == device.id
+                && existing.root == Path::new("/")
+                && existing.fs_type == fs.name()
+                && vfs::observed_per_mount(existing) == expected;
+            if same {
+                return Ok(());
+            }
+            return Err(MountError::Conflict {
+                path: staging,
+                existing: describe(existing),
+                requested: format!(
+                    "{} ({}, {}) mounted {}",
+                    device.path.display(),
+                    device.id,
+                    fs.name(),
+                    options_text(&expected)
+                ),
+            });
+        }
+
+        match fs::probe(&device.path).await? {
+            Probe::Blank => {
+                fs::format(&device.path, fs).await?;
+                tracing::info!(volume_id, device = %device.path.display(), fs = fs.name(), "formatted a blank device");
+            }
+            Probe::Filesystem(found) if found == fs.name() => {
+                if fs == FsType::Ext4 {
+                    self.grow_ext4_before_mount(volume_id, device).await?;
+                }
+            }
+            Probe::Filesystem(found) => {
+                return Err(MountError::FilesystemMismatch {
+                    device: device.path.clone(),
+                    found,
+                    requested: fs.name().to_string(),
+                })
+            }
+            Probe::Other(what) => {
+                return Err(MountError::UnrecognisedData {
+                    device: device.path.clone(),
+                    what,
+                })
+            }
+        }
+
+        let mut options = options.clone();
+        if fs == FsType::Xfs && !options.data.iter().any(|d| d == "nouuid") {
+            // A volume restored from a snapshot shares its xfs UUID with the source.
+            options.data.push("nouuid".into());
+        }
+        let pinned = Pinned::open(FIELD, &staging, &Kind::Directory)?;
+        vfs::mount_filesystem(&device.path, &pinned, &staging, fs.name(), &options)?;
+        tracing::info!(volume_id, device = %device.path.display(), staging = %staging.display(), "staged");
+
+        if fs == FsType::Xfs {
+            if let Err(e) = self.grow_xfs_after_mount(device, &staging).await {
+                let _ = vfs::unmount_all(&staging);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Offline growth: an ext4 filesystem smaller than its device was grown by the
+    /// controller while unstaged; check and resize it before it is mounted.
+    async fn grow_ext4_before_mount(
+        &self,
+        volume_id: &str,
+        device: &BlockDevice,
+    ) -> Result<(), MountError> {
+        let fs_bytes = fs::size_bytes(FsType::Ext4, &device.path).await?;
+        let device_bytes = device::size_bytes(&device.path)?;
+        if !fs::needs_growth(fs_bytes, device_bytes) {
+            return Ok(());
+        }
+        fs::grow_ext4_offline(&device.path).await?;
+        let grown = fs::size_bytes(FsType::Ext4, &device.path).await?;
+        if fs::needs_growth(grown, device_bytes) {
+            return Err(MountError::CannotGrow {
+                path: device.path.clone(),
+                fs_type: "ext4".into(),
+                reason: format!(
+                    "resize2fs left it at {grown} bytes on a {device_bytes}-byte device"
+                ),
+            });
+        }
+        tracing::info!(
+            volume_id,
+            from = fs_bytes,
+            to = grown,
+            "grew ext4 offline before mounting"
+        );
+        Ok(())
+    }
+
+    /// An xfs filesystem smaller than its device grows right after mounting (online).
+    async fn grow_xfs_after_mount(
+        &self,
+        device: &BlockDevice,
+        mount_point: &Path,
+    ) -> Result<(), MountError> {
+        let fs_bytes = fs::size_bytes(FsType::Xfs, mount_point).await?;
+        let device_bytes = device::size_bytes(&device.path)?;
+        if fs::needs_growth(fs_bytes, device_bytes) {
+            self.grow_and_verify(FsType::Xfs, device, mount_point, device_bytes)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Grow a mounted filesystem, then insist that its own size covers the device and
+    /// that statvfs shows more space than before.
+    async fn grow_and_verify(
+        &self,
+        fs: FsType,
+        device: &BlockDevice,
+        mount_point: &Path,
+        device_bytes: u64,
+    ) -> Result<(), MountError> {
+        let size_at = match fs {
+            FsType::Ext4 => device.path.as_path(),
+            FsType::Xfs => mount_point,
+        };
+        let before = statvfs_total(mount_point)?;
+        fs::grow_online(fs, &device.path, mount_point).await?;
+        let grown = fs::size_bytes(fs, size_at).await?;
+        let after = statvfs_total(mount_point)?;
+        let cannot = |reason: String| MountError::CannotGrow {
+            path: mount_point.to_path_buf(),
+            fs_type: fs.name().to_string(),
+            reason,
+        };
+        if fs::needs_growth(grown, device_bytes) {
+            return Err(cannot(format!(
+                "after growing, the filesystem is {grown} bytes on a {device_bytes}-byte device"
+            )));
+        }
+        if after <= before {
+            return Err(cannot(format!(
+                "the filesystem reports {grown} bytes, but statvfs still shows {after} bytes (before: {before})"
+            )));
+        }
+        tracing::info!(mount_point = %mount_point.display(), before, after, "grew the filesystem online");
+        Ok(())
+    }
+
+    // ---- NodeUnstageVolume ----
+
+    async fn unstage(&self, volume_id: String, staging: PathBuf) -> Result<(), MountError> {
+        const FIELD: &str = "staging_target_path";
+        let mut unmounted = false;
+        if let Some(staging) = paths::resolve(FIELD, &staging)? {
+            if paths::kind_of(&staging)? == Kind::Symlink {
+                return Err(refuse_symlink(FIELD, &staging));
+            }
+            let table = MountTable::read()?;
+            if let Some(entry) = table.at(&staging) {
+                if self.loop_mode() {
+                    let ours = self.attached_loop(&volume_id)?.map(|d| d.id);
+                    if ours != Some(entry.device) {
+                        return Err(MountError::UnusablePath {
+                            field: FIELD,
+                            path: staging,
+                            reason: format!(
+                                "holds {}, which is not volume {volume_id}; not unmounting it",
+                                describe(entry)
+                            ),
+                        });
+                    }
+                }
+                let elsewhere: Vec<PathBuf> = table
+                    .of_device(entry.device)
+                    .filter(|e| e.mount_point != staging)
+                    .map(|e| e.mount_point.clone())
+                    .collect();
+                if !elsewhere.is_empty() {
+                    return Err(MountError::InUse {
+                        device: PathBuf::from(&entry.source),
+                        mounts: elsewhere,
+                    });
+                }
+                vfs::unmount_all(&staging)?;
+                unmounted = true;
+                tracing::info!(volume_id, staging = %staging.display(), "unstaged");
+            }
+        }
+        if !self.loop_mode() {
+            return Ok(());
+        }
+        // Loop mode: unplug the simulated disk.
+        match self.attached_loop(&volume_id)? {
+            Some(loop_device) => {
+                let users = mounts_using(&MountTable::read()?, &loop_device);
+                if !users.is_empty() {
+                    return Err(MountError::InUse {
+                        device: loop_device.path,
+                        mounts: users,
+                    });
+                }
+                device::remove_links_to(
+                    &self.driver.config.device_dir,
+                    &config::device_link_name(""),
+                    loop_device.id,
+                )?;
+                tracing::info!(volume_id, device = %loop_device.path.display(), "detached loop device");
+                Ok(())
+            }
+            None if unmounted => Ok(()),
+            // Not staged: fine, as long as the volume exists.
+            None => self.check_volume_exists(&volume_id),
+        }
+    }
+
+    // ---- NodePublishVolume ----
+
+    #[allow(clippy::too_many_arguments)]
+    async fn publish(
+        &self,
+        volume_id: String,
+        staging: PathBuf,
+        target: PathBuf,
+        capability: Capability,
+        readonly: bool,
+        context: std::collections::HashMap<String, String>,
+    ) -> Result<(), MountError> {
+        const FIELD: &str = "target_path";
+        let target = paths::resolve(FIELD, &target)?.ok_or_else(|| MountError::UnusablePath {
+            field: FIELD,
+            path: target.clone(),
+            reason: "its parent directory does not exist".into(),
+        })?;
+        let read_only = readonly || capability.reader_only();
+        match &capability.access {
+            Access::Mount { fs, options } => {
+                let options = options.clone().with_read_only(read_only);
+                self.publish_mount(&volume_id, &staging, &target, &capability, *fs, &options)
+            }
+            Access::Block => {
+                let options = MountOptions::default().with_read_only(read_only);
+                self.publish_block(&volume_id, &target, &capability, &options, &context)
+            }
+        }
+    }
+
+    fn publish_mount(
+        &self,
+        volume_id: &str,
+        staging: &Path,
+        target: &Path,
+        capability: &Capability,
+        fs: FsType,
+        options: &MountOptions,
+    ) -> Result<(), MountError> {
+        let not_staged = |reason: String| MountError::NotStaged {
+            volume_id: volume_id.to_string(),
+            reason,
+        };
+        let staging = paths::resolve("staging_target_path", staging)?
+            .ok_or_else(|| not_staged(format!("{} does not exist", staging.display())))?;
+        let table = MountTable::read()?;
+        let staged = table
+            .at(&staging)
+            .ok_or_else(|| not_staged(format!("nothing is mounted at {}", staging.display())))?;
+        if self.loop_mode() {
+            self.check_volume_exists(volume_id)?;
+            if self.attached_loop(volume_id)?.map(|d| d.id) != Some(staged.device) {
+                return Err(not_staged(format!(
+                    "{} holds {}, not this volume",
+                    staging.display(),
+                    describe(staged)
+                )));
+            }
+        }
+        if staged.fs_type != fs.name() {
+            return Err(MountError::FilesystemMismatch {
+                device: staging.clone(),
+                found: staged.fs_type.clone(),
+                requested: fs.name().to_string(),
+            });
+        }
+        let expected = options.expected_per_mount();
+        if let Some(existing) = table.at(target) {
+            let same = existing.device == staged.device
+                && existing.root == staged.root
+                && vfs::observed_per_mount(existing) == expected;
+            if same {
+                return Ok(());
+            }
+            return Err(MountError::Conflict {
+                path: target.to_path_buf(),
+                existing: describe(existing),
+                requested: format!(
+                    "a bind of {} mounted {}",
+                    staging.display(),
+                    options_text(&expected)
+                ),
+            });
+        }
+        if false && capability.single_target() {
+            if let Some(other) = table
+                .of_device(staged.device)
+                .find(|e| e.mount_point != staging && e.mount_point != target)
+            {
+                return Err(MountError::PublishedElsewhere {
+                    volume_id: volume_id.to_string(),
+                    other: other.mount_point.clone(),
+                    mode: capability.mode.as_str_name().to_string(),
+                });
+            }
+        }
+        let created = prepare_target(target, &Kind::Directory)?;
+        let result = Pinned::open("target_path", target, &Kind::Directory)
+            .and_then(|pinned| vfs::bind(&staging, &pinned, target, options.per_mount_flags()));
+        match result {
+            Ok(()) => {
+                tracing::info!(volume_id, target = %target.display(), "published");
+                Ok(())
+            }
+            Err(e) => {
+                if created {
+                    let _ = paths::remove_target("target_path", target);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn publish_block(
+        &self,
+        volume_id: &str,
+        target: &Path,
+        capability: &Capability,
+        options: &MountOptions,
+        context: &std::collections::HashMap<String, String>,
+    ) -> Result<(), MountError> {
+        let not_staged = |reason: String| MountError::NotStaged {
+            volume_id: volume_id.to_string(),
+            reason,
+        };
+        let device = if self.loop_mode() {
+            self.check_volume_exists(volume_id)?;
+            self.attached_loop(volume_id)?
+                .ok_or_else(|| not_staged("its image is not attached as a loop device".into()))?
+        } else {
+            let link = self.device_link(volume_id, context)?;
+            match device::inspect(&link) {
+                Err(MountError::DeviceNotFound { .. }) => {
+                    return Err(not_staged(format!("{} does not exist", link.display())))
+                }
+                other => other?,
+            }
+        };
+        let table = MountTable::read()?;
+        let mounted: Vec<PathBuf> = table
+            .of_device(device.id)
+            .map(|e| e.mount_point.clone())
+            .collect();
+        if !mounted.is_empty() {
+            // Staged as a filesystem: handing out the raw device would corrupt it.
+            return Err(MountError::InUse {
+                device: device.path,
+                mounts: mounted,
+            });
+        }
+        let node = device_node_on_fs(&table, &device).ok_or_else(|| {
+            MountError::io(
+                format!("finding the mount that holds {}", device.path.display()),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })?;
+        let expected = options.expected_per_mount();
+        if let Some(existing) = table.at(target) {
+            let same = existing.device == node.device
+                && existing.root == node.root
+                && vfs::observed_per_mount(existing) == expected;
+            if same {
+                return Ok(());
+            }
+            return Err(MountError::Conflict {
+                path: target.to_path_buf(),
+                existing: describe(existing),
+                requested: format!(
+                    "a bind of block device {} mounted {}",
+                    device.path.display(),
+                    options_text(&expected)
+                ),
+            });
+        }
+        if capability.single_target() {
+            if let Some(other) = table.binds_of(&node).find(|e| e.mount_point != target) {
+                return Err(MountError::PublishedElsewhere {
+                    volume_id: volume_id.to_string(),
+                    other: other.mount_point.clone(),
+                    mode: capability.mode.as_str_name().to_string(),
+                });
+            }
+        }
+        let created = prepare_target(target, &Kind::File)?;
+        let result = Pinned::open("target_path", target, &Kind::File)
+            .and_then(|pinned| vfs::bind(&device.path, &pinned, target, options.per_mount_flags()));
+        match result {
+            Ok(()) => {
+                tracing::info!(volume_id, target = %target.display(), device = %device.path.display(), "published block device");
+                Ok(())
+            }
+            Err(e) => {
+                if created {
+                    let _ = paths::remove_target("target_path", target);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    // ---- NodeUnpublishVolume ----
+
+    async fn unpublish(&self, volume_id: String, target: PathBuf) -> Result<(), MountError> {
+        const FIELD: &str = "target_path";
+        let Some(target) = paths::resolve(FIELD, &target)? else {
+            return Ok(());
+        };
+        match paths::kind_of(&target)? {
+            Kind::Missing => return Ok(()),
+            Kind::Symlink => return Err(refuse_symlink(FIELD, &target)),
+            _ => {}
+        }
+        if vfs::unmount_all(&target)? > 0 {
+            tracing::info!(volume_id, target = %target.display(), "unpublished");
+        }
+        paths::remove_target(FIELD, &target)
+    }
+
+    // ---- NodeGetVolumeStats ----
+
+    /// The volume mounted (or bound, for a raw block volume) at `path`.
+    fn volume_at(&self, volume_id: &str, path: &Path) -> Result<VolumeAt, MountError> {
+        const FIELD: &str = "volume_path";
+        let not_mounted = |reason: &str| MountError::NotMounted {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        let resolved = paths::resolve(FIELD, path)?
+            .ok_or_else(|| not_mounted("its parent directory does not exist"))?;
+        let kind = paths::kind_of(&resolved)?;
+        match kind {
+            Kind::Missing => return Err(not_mounted("it does not exist")),
+            Kind::Symlink => return Err(refuse_symlink(FIELD, &resolved)),
+            _ => {}
+        }
+        let table = MountTable::read()?;
+        let entry = table
+            .at(&resolved)
+            .cloned()
+            .ok_or_else(|| not_mounted("not a mount point"))?;
+        let block = kind == Kind::BlockDevice;
+        let device = if block {
+            device::inspect(&resolved)?.id
+        } else {
+            entry.device
+        };
+        if self.loop_mode() {
+            let ours = self.attached_loop(volume_id)?.map(|d| d.id);
+            if ours != Some(device) {
+                return Err(not_mounted(&format!(
+                    "it holds {}, not volume {volume_id}",
+                    describe(&entry)
+                )));
+            }
+        }
+        Ok(VolumeAt {
+            path: resolved,
+            entry,
+            device,
+            block,
+            table,
+        })
+    }
+
+    fn stats(
+        &self,
+        volume_id: &str,
+        path: &Path,
+        staging: Option<&Path>,
+    ) -> Result<NodeGetVolumeStatsResponse, MountError> {
+        let at = self.volume_at(volume_id, path)?;
+        let mut problems = Vec::new();
+        if !device::exists(at.device) {
+            problems.push(format!("device {} is gone", at.device));
+        }
+        if !at.block && at.entry.filesystem_read_only() && !at.entry.read_only() {
+            problems.push(
+                "the filesystem turned read-only though it is mounted read-write (errors?)"
+                    .to_string(),
+            );
+        }
+        if let (Some(staging), false) = (staging, at.block) {
+            let staged = paths::resolve("staging_target_path", staging)?
+                .and_then(|s| at.table.at(&s).map(|e| e.device));
+            if staged != Some(at.device) {
+                problems.push(format!(
+                    "the staging mount at {} is gone",
+                    staging.display()
+                ));
+            }
+        }
+        let usage = if at.block {
+            match device::size_bytes(&at.path) {
+                Ok(total) => vec![VolumeUsage {
+                    total: clamp(total),
+                    unit: volume_usage::Unit::Bytes as i32,
+                    ..Default::default()
+                }],
+                Err(e) => {
+                    problems.push(e.to_string());
+                    vec![]
+                }
+            }
+        } else {
+            match nix::sys::statvfs::statvfs(&at.path) {
+                Ok(s) => filesystem_usage(&s),
+                Err(e) => {
+                    problems.push(format!("statvfs {}: {e}", at.path.display()));
+                    vec![]
+                }
+            }
+        };
+        Ok(NodeGetVolumeStatsResponse {
+            usage,
+            volume_condition: Some(VolumeCondition {
+                abnormal: !problems.is_empty(),
+                message: if problems.is_empty() {
+                    "healthy".to_string()
+                } else {
+                    problems.join("; ")
+                },
+            }),
+        })
+    }
+
+    // ---- NodeExpandVolume ----
+
+    async fn expand(
+        &self,
+        volume_id: String,
+        path: PathBuf,
+        required_bytes: u64,
+    ) -> Result<u64, MountError> {
+        let at = self.volume_at(&volume_id, &path)?;
+        let device = if at.block {
+            device::inspect(&at.path)?
+        } else {
+            device::by_number(at.device)?
+        };
+        if self.loop_mode() {
+            // The controller grew the image file; the loop device learns it here.
+            device::refresh_loop_capacity(&device).await?;
+        }
+        let device_bytes = device::size_bytes(&device.path)?;
+        if device_bytes < required_bytes {
+            return Err(MountError::CannotGrow {
+                path: at.path,
+                fs_type: if at.block { "block".into() } else { at.entry.fs_type },
+                reason: format!(
+                    "the device is {device_bytes} bytes, less than the {required_bytes} requested; has ControllerExpandVolume finished?"
+                ),
+            });
+        }
+        if at.block {
+            return Ok(device_bytes);
+        }
+        let fs = FsType::from_name(&at.entry.fs_type).ok_or_else(|| MountError::CannotGrow {
+            path: at.path.clone(),
+            fs_type: at.entry.fs_type.clone(),
+            reason: "the node grows only ext4 and xfs".into(),
+        })?;
+        let size_at = match fs {
+            FsType::Ext4 => device.path.as_path(),
+            FsType::Xfs => at.path.as_path(),
+        };
+        let fs_bytes = fs::size_bytes(fs, size_at).await?;
+        if fs::needs_growth(fs_bytes, device_bytes) {
+            self.grow_and_verify(fs, &device, &at.path, device_bytes)
+                .await?;
+        }
+        Ok(device_bytes)
+    }
 }
+
+/// What [`NodeService::volume_at`] found.
+struct VolumeAt {
+    /// The path, parents resolved.
+    path: PathBuf,
+    /// The mount there.
+    entry: MountEntry,
+    /// The volume's device.
+    device: DeviceId,
+    /// A raw block volume (a bind of the device node) rather than a filesystem.
+    block: bool,
+    table: MountTable,
+}
+
+/// Create the target (a directory, or a file for a raw block volume) unless the CO made
+/// it already. Returns whether this call created it.
+fn prepare_target(target: &Path, want: &Kind) -> Result<bool, MountError> {
+    const FIELD: &str = "target_path";
+    if paths::kind_of(target)? == Kind::Missing {
+        let created = match want {
+            Kind::Directory => paths::create_dir(FIELD, target)?,
+            _ => paths::create_file(FIELD, target)?,
+        };
+        if created {
+            return Ok(true);
+        }
+    }
+    // It existed, or appeared meanwhile: take it only as an empty thing of the right kind.
+    match paths::kind_of(target)? {
+        Kind::Symlink => Err(refuse_symlink(FIELD, target)),
+        Kind::Directory if want == &Kind::Directory => {
+            if paths::dir_is_empty(target)? {
+                Ok(false)
+            } else {
+                Err(MountError::UnusablePath {
+                    field: FIELD,
+                    path: target.to_path_buf(),
+                    reason: "exists and is not empty".into(),
+                })
+            }
+        }
+        Kind::File if want == &Kind::File => Ok(false),
+        other => Err(MountError::UnusablePath {
+            field: FIELD,
+            path: target.to_path_buf(),
+            reason: format!("is {}, expected {}", other.describe(), want.describe()),
+        }),
+    }
+}
+
+fn statvfs_total(path: &Path) -> Result<u64, MountError> {
+    let s = nix::sys::statvfs::statvfs(path)
+        .map_err(|e| MountError::sys(format!("statvfs {}", path.display()), e))?;
+    Ok(s.blocks().saturating_mul(s.fragment_size()))
+}
+
+fn clamp(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Bytes and inodes of a mounted filesystem.
+fn filesystem_usage(s: &nix::sys::statvfs::Statvfs) -> Vec<VolumeUsage> {
+    let unit = s.fragment_size();
+    vec![
+        VolumeUsage {
+            available: clamp(s.blocks_available().saturating_mul(unit)),
+            total: clamp(s.blocks().saturating_mul(unit)),
+            used: clamp(
+                s.blocks()
+                    .saturating_sub(s.blocks_free())
+                    .saturating_mul(unit),
+            ),
+            unit: volume_usage::Unit::Bytes as i32,
+        },
+        VolumeUsage {
+            available: clamp(s.files_available()),
+            total: clamp(s.files()),
+            used: clamp(s.files().saturating_sub(s.files_free())),
+            unit: volume_usage::Unit::Inodes as i32,
+        },
+    ]
+}
+
+/// The node capabilities, each one implemented.
+const CAPABILITIES: &[RpcType] = &[
+    RpcType::StageUnstageVolume,
+    RpcType::GetVolumeStats,
+    RpcType::ExpandVolume,
+    RpcType::VolumeCondition,
+    RpcType::SingleNodeMultiWriter,
+];
 
 #[tonic::async_trait]
 impl Node for NodeService {
     async fn node_stage_volume(
         &self,
-        _r: Request<NodeStageVolumeRequest>,
+        request: Request<NodeStageVolumeRequest>,
     ) -> Result<Response<NodeStageVolumeResponse>, Status> {
-        Err(Status::unimplemented("NodeStageVolume"))
+        let deadline = deadline_of(&request);
+        let r = request.into_inner();
+        paths::validate_volume_id(&r.volume_id)?;
+        let staging = paths::validate("staging_target_path", &r.staging_target_path)?;
+        let capability = Capability::parse(r.volume_capability.as_ref())?;
+        let guard = self.lock(&r.volume_id)?;
+        let node = self.clone();
+        detached(guard, async move {
+            node.stage(
+                r.volume_id,
+                staging,
+                capability,
+                r.publish_context,
+                deadline,
+            )
+            .await
+        })
+        .await?;
+        Ok(Response::new(NodeStageVolumeResponse {}))
     }
+
     async fn node_unstage_volume(
         &self,
-        _r: Request<NodeUnstageVolumeRequest>,
+        request: Request<NodeUnstageVolumeRequest>,
     ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
-        Err(Status::unimplemented("NodeUnstageVolume"))
+        let r = request.into_inner();
+        paths::validate_volume_id(&r.volume_id)?;
+        let staging = paths::validate("staging_target_path", &r.staging_target_path)?;
+        let guard = self.lock(&r.volume_id)?;
+        let node = self.clone();
+        detached(
+            guard,
+            async move { node.unstage(r.volume_id, staging).await },
+        )
+        .await?;
+        Ok(Response::new(NodeUnstageVolumeResponse {}))
     }
+
     async fn node_publish_volume(
         &self,
-        _r: Request<NodePublishVolumeRequest>,
+        request: Request<NodePublishVolumeRequest>,
     ) -> Result<Response<NodePublishVolumeResponse>, Status> {
-        Err(Status::unimplemented("NodePublishVolume"))
+        let r = request.into_inner();
+        paths::validate_volume_id(&r.volume_id)?;
+        let target = paths::validate("target_path", &r.target_path)?;
+        let capability = Capability::parse(r.volume_capability.as_ref())?;
+        // spec: with STAGE_UNSTAGE_VOLUME advertised, a missing staging path is
+        // FAILED_PRECONDITION, not INVALID_ARGUMENT.
+        let staging =
+            optional_path("staging_target_path", &r.staging_target_path)?.ok_or_else(|| {
+                MountError::NotStaged {
+                    volume_id: r.volume_id.clone(),
+                    reason: "staging_target_path is empty, and this node stages volumes".into(),
+                }
+            })?;
+        let guard = self.lock(&r.volume_id)?;
+        let node = self.clone();
+        detached(guard, async move {
+            node.publish(
+                r.volume_id,
+                staging,
+                target,
+                capability,
+                r.readonly,
+                r.publish_context,
+            )
+            .await
+        })
+        .await?;
+        Ok(Response::new(NodePublishVolumeResponse {}))
     }
+
     async fn node_unpublish_volume(
         &self,
-        _r: Request<NodeUnpublishVolumeRequest>,
+        request: Request<NodeUnpublishVolumeRequest>,
     ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
-        Err(Status::unimplemented("NodeUnpublishVolume"))
+        let r = request.into_inner();
+        paths::validate_volume_id(&r.volume_id)?;
+        let target = paths::validate("target_path", &r.target_path)?;
+        let guard = self.lock(&r.volume_id)?;
+        let node = self.clone();
+        detached(
+            guard,
+            async move { node.unpublish(r.volume_id, target).await },
+        )
+        .await?;
+        Ok(Response::new(NodeUnpublishVolumeResponse {}))
     }
+
     async fn node_get_volume_stats(
         &self,
-        _r: Request<NodeGetVolumeStatsRequest>,
+        request: Request<NodeGetVolumeStatsRequest>,
     ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
-        Err(Status::unimplemented("NodeGetVolumeStats"))
+        let r = request.into_inner();
+        require("volume_id", &r.volume_id)?;
+        require("volume_path", &r.volume_path)?;
+        paths::validate_volume_id(&r.volume_id)?;
+        self.check_volume_exists(&r.volume_id)?;
+        let path = paths::validate("volume_path", &r.volume_path)?;
+        let staging = optional_path("staging_target_path", &r.staging_target_path)?;
+        // Read-only and frequent (kubelet polls it), so it takes no lock.
+        let node = self.clone();
+        let response = tokio::task::spawn_blocking(move || {
+            node.stats(&r.volume_id, &path, staging.as_deref())
+        })
+        .await
+        .map_err(|e| Status::internal(format!("NodeGetVolumeStats failed: {e}")))??;
+        Ok(Response::new(response))
     }
+
     async fn node_expand_volume(
         &self,
-        _r: Request<NodeExpandVolumeRequest>,
+        request: Request<NodeExpandVolumeRequest>,
     ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
-        Err(Status::unimplemented("NodeExpandVolume"))
+        let r = request.into_inner();
+        require("volume_id", &r.volume_id)?;
+        require("volume_path", &r.volume_path)?;
+        paths::validate_volume_id(&r.volume_id)?;
+        self.check_volume_exists(&r.volume_id)?;
+        let path = paths::validate("volume_path", &r.volume_path)?;
+        optional_path("staging_target_path", &r.staging_target_path)?;
+        if r.volume_capability.is_some() {
+            Capability::parse(r.volume_capability.as_ref())?;
+        }
+        let required = match r.capacity_range {
+            Some(range) if range.required_bytes < 0 || range.limit_bytes < 0 => {
+                return Err(MountError::InvalidField {
+                    field: "capacity_range",
+                    value: format!("{range:?}"),
+                    reason: "sizes cannot be negative".into(),
+                }
+                .into())
+            }
+            Some(range) => range.required_bytes.unsigned_abs(),
+            None => 0,
+        };
+        let guard = self.lock(&r.volume_id)?;
+        let node = self.clone();
+        let capacity = detached(guard, async move {
+            node.expand(r.volume_id, path, required).await
+        })
+        .await?;
+        Ok(Response::new(NodeExpandVolumeResponse {
+            capacity_bytes: clamp(capacity),
+        }))
     }
+
     async fn node_get_capabilities(
         &self,
-        _r: Request<NodeGetCapabilitiesRequest>,
+        _request: Request<NodeGetCapabilitiesRequest>,
     ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
-        Ok(Response::new(NodeGetCapabilitiesResponse {
-            capabilities: vec![],
-        }))
+        let capabilities = CAPABILITIES
+            .iter()
+            .map(|&t| NodeServiceCapability {
+                r#type: Some(node_service_capability::Type::Rpc(
+                    node_service_capability::Rpc { r#type: t as i32 },
+                )),
+            })
+            .collect();
+        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities }))
     }
+
     async fn node_get_info(
         &self,
-        _r: Request<NodeGetInfoRequest>,
+        _request: Request<NodeGetInfoRequest>,
     ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        let node_id = self
+            .driver
+            .node_id
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("this process has no node id"))?;
         Ok(Response::new(NodeGetInfoResponse {
-            node_id: self.driver.node_id.clone().unwrap_or_default(),
+            node_id,
             max_volumes_per_node: self.driver.config.max_volumes_per_node,
-            accessible_topology: None,
+            accessible_topology: Some(Topology {
+                segments: [(
+                    TOPOLOGY_REGION_KEY.to_string(),
+                    self.driver.config.region.clone(),
+                )]
+                .into_iter()
+                .collect(),
+            }),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        assert_eq!(parse_grpc_timeout("10S"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("500m"), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_grpc_timeout("59999862u"),
+            Some(Duration::from_micros(59_999_862))
+        );
+        assert_eq!(parse_grpc_timeout("7n"), Some(Duration::from_nanos(7)));
+        for bad in ["", "S", "10", "10s", "123456789S", "-1S", "1.5S", "é"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn capabilities_need_an_access_type_and_a_known_mode() {
+        use volume_capability::{AccessMode, MountVolume};
+        let mode = |m: Mode| Some(AccessMode { mode: m as i32 });
+        let mount = |fs: &str| {
+            Some(AccessType::Mount(MountVolume {
+                fs_type: fs.into(),
+                ..Default::default()
+            }))
+        };
+        let parse = |c: VolumeCapability| Capability::parse(Some(&c));
+        assert!(matches!(
+            Capability::parse(None),
+            Err(MountError::MissingField {
+                field: "volume_capability"
+            })
+        ));
+        assert!(matches!(
+            parse(VolumeCapability {
+                access_mode: mode(Mode::SingleNodeWriter),
+                access_type: None
+            }),
+            Err(MountError::MissingField {
+                field: "volume_capability.access_type"
+            })
+        ));
+        assert!(parse(VolumeCapability {
+            access_mode: mode(Mode::Unknown),
+            access_type: mount("")
+        })
+        .is_err());
+        assert!(parse(VolumeCapability {
+            access_mode: mode(Mode::SingleNodeWriter),
+            access_type: mount("btrfs")
+        })
+        .is_err());
+        let ok = parse(VolumeCapability {
+            access_mode: mode(Mode::SingleNodeReaderOnly),
+            access_type: mount("xfs"),
+        })
+        .unwrap();
+        assert!(ok.reader_only() && ok.single_target());
+        let multi = parse(VolumeCapability {
+            access_mode: mode(Mode::SingleNodeMultiWriter),
+            access_type: Some(AccessType::Block(Default::default())),
+        })
+        .unwrap();
+        assert!(!multi.single_target() && !multi.reader_only());
     }
 }

@@ -42,6 +42,18 @@ pub fn normalize(endpoint: &str) -> anyhow::Result<String> {
 
 /// Connect to `endpoint`, failing within `timeout` when nothing answers.
 pub async fn connect(endpoint: &str, timeout: Duration) -> anyhow::Result<Channel> {
+    connect_with(endpoint, timeout, Duration::from_secs(60)).await
+}
+
+/// Connect to `endpoint`, failing within `connect_timeout` when nothing answers; every
+/// RPC on the channel gets `rpc_timeout` as its deadline, so a stuck driver fails a
+/// spec instead of hanging the run.
+pub async fn connect_with(
+    endpoint: &str,
+    connect_timeout: Duration,
+    rpc_timeout: Duration,
+) -> anyhow::Result<Channel> {
+    let timeout = connect_timeout;
     let uri = normalize(endpoint)?;
     if let Some(path) = uri.strip_prefix("unix://") {
         if !std::path::Path::new(path).exists() {
@@ -51,6 +63,7 @@ pub async fn connect(endpoint: &str, timeout: Duration) -> anyhow::Result<Channe
     let ep = Endpoint::from_shared(uri.clone())
         .with_context(|| format!("endpoint {endpoint:?} is not a valid address"))?
         .connect_timeout(timeout)
+        .timeout(rpc_timeout)
         .tcp_nodelay(true);
     match tokio::time::timeout(timeout, ep.connect()).await {
         Ok(Ok(channel)) => Ok(channel),

@@ -2,10 +2,42 @@
 //!
 //! It connects to a CSI endpoint (or, with none given, starts the bundled driver on a
 //! temporary socket), reads what the driver advertises, and runs the specs of the
-//! `csi-suites` crate as libtest-mimic trials.
+//! `csi-suites` crate as libtest-mimic trials: each spec with its own names and paths,
+//! gated on the capabilities it needs (skipped with the reason when they are missing),
+//! and followed by the cleanup of everything it created, even when it failed. At the end
+//! it checks that nothing the run created is left over, prints
+//! `N passed, N failed, N skipped`, and writes JUnit XML when asked.
+//!
+//! # As a library, from a driver's own `cargo test`
+//!
+//! One `#[test]` runs the whole suite against your driver. Start the driver however you
+//! do (here, its socket path is known), then hand its endpoint to [`run`]:
+//!
+//! ```no_run
+//! #[test]
+//! fn csi_sanity() {
+//!     // e.g. spawn your driver serving unix:///tmp/my-driver.sock first
+//!     let mut config = csi_sanity::Config::for_endpoint("unix:///tmp/my-driver.sock");
+//!     config.suite.volume_size = 1 << 30; // what your backend can make quickly
+//!     config.suite.idempotent_count = 3;
+//!     let report = csi_sanity::run(config).expect("the run could not start");
+//!     assert!(report.success(), "{report}");
+//! }
+//! ```
+//!
+//! With no endpoint, [`Config::default`] runs against the bundled driver (the crate's
+//! `bundled` feature), which is what `harness/tests/library.rs` does. For a
+//! `harness = false` test target that takes the same flags as the binary (filters,
+//! `--csi.*`), use [`cli::parse`] on `std::env::args()`.
+//!
+//! [`run`] must not be called from inside an async runtime: it runs its own.
 
+pub mod bundled;
+pub mod cli;
 pub mod connect;
+pub mod report;
 pub mod runner;
 
 pub use csi_suites::SuiteConfig;
+pub use report::{Outcome, Status};
 pub use runner::{run, Config, Report};

@@ -1,44 +1,26 @@
 use std::process::ExitCode;
 
-use csi_sanity::{run, Config};
+use csi_sanity::cli::{self, Command};
 
 fn main() -> ExitCode {
-    let mut config = Config::default();
-    let mut rest = vec!["csi-sanity".to_string()];
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let trimmed = arg.trim_start_matches('-');
-        let (key, inline) = match trimmed.split_once('=') {
-            Some((k, v)) => (k.to_string(), Some(v.to_string())),
-            None => (trimmed.to_string(), None),
-        };
-        if key == "csi.endpoint" || key == "csi.controllerendpoint" {
-            let Some(value) = inline.or_else(|| args.next()) else {
-                eprintln!("csi-sanity: --{key} needs a value");
-                return ExitCode::from(2);
-            };
-            if key == "csi.endpoint" {
-                config.endpoint = Some(value);
-            } else {
-                config.controller_endpoint = Some(value);
-            }
-        } else {
-            rest.push(arg);
+    let config = match cli::parse(std::env::args().skip(1)) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Version) => {
+            println!("Version = {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
         }
-    }
-    config.args = libtest_mimic::Arguments::from_iter(rest);
-    match run(config) {
-        Ok(report) => {
-            println!(
-                "{} passed, {} failed, {} skipped",
-                report.passed, report.failed, report.skipped
-            );
-            if report.success() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+        Ok(Command::Help) => {
+            print!("{}", cli::help_text());
+            return ExitCode::SUCCESS;
         }
+        Err(e) => {
+            eprintln!("csi-sanity: {e}\nRun csi-sanity --help for the flags.");
+            return ExitCode::from(2);
+        }
+    };
+    match csi_sanity::run(*config) {
+        Ok(report) if report.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
         Err(e) => {
             eprintln!("csi-sanity: {e:#}");
             ExitCode::from(2)

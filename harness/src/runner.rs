@@ -1,18 +1,27 @@
-//! The runner: connect, read capabilities, turn specs into trials, run, report.
+//! The runner: connect, read capabilities, turn specs into trials, run each with its
+//! cleanup, check nothing is left over, report.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
 use csi_proto::v1::{
-    controller_service_capability, node_service_capability, plugin_capability,
-    ControllerGetCapabilitiesRequest, GetPluginCapabilitiesRequest, NodeGetCapabilitiesRequest,
+    controller_service_capability, group_controller_service_capability, node_service_capability,
+    plugin_capability, ControllerGetCapabilitiesRequest, DeleteSnapshotRequest,
+    DeleteVolumeRequest, GetPluginCapabilitiesRequest, GroupControllerGetCapabilitiesRequest,
+    ListSnapshotsRequest, ListVolumesRequest, NodeGetCapabilitiesRequest,
 };
-use csi_suites::{Capabilities, Clients, Ctx, Spec, SuiteConfig};
-use libtest_mimic::{Arguments, Failed, Trial};
+use csi_suites::{Capabilities, Clients, Need, RunState, Spec, SuiteConfig};
+use futures::FutureExt;
+use libtest_mimic::{Arguments, Completion, Failed, FormatSetting, Trial};
 
-/// Everything a run needs.
+use crate::bundled::Bundled;
+pub use crate::report::{Outcome, Report, Status};
+
+/// Everything a run needs. `Config::default()` runs every spec against the bundled
+/// driver, one at a time.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The endpoint under test; `None` starts the bundled driver.
@@ -25,6 +34,21 @@ pub struct Config {
     pub suite: SuiteConfig,
     /// libtest arguments: filters, `--list`, `--format`, `--test-threads`.
     pub args: Arguments,
+    /// How many specs run at once (libtest's `--test-threads`, unless that is set).
+    pub parallel: usize,
+    /// Write a JUnit XML report here.
+    pub junit_file: Option<PathBuf>,
+    /// Run only specs whose full name matches one of these regexes (`--ginkgo.focus`).
+    pub focus: Vec<String>,
+    /// Leave out specs whose full name matches one of these regexes (`--ginkgo.skip`).
+    pub skip: Vec<String>,
+    /// A spec that takes longer than this fails (its cleanup still runs).
+    pub spec_timeout: Duration,
+    /// Set when the test volume size was given explicitly; otherwise the bundled driver
+    /// uses 1 GiB (it rounds to whole GiB, and formatting 1 GiB is quick).
+    pub volume_size_set: bool,
+    /// Print the closing summary (to stdout; to stderr with `--format json`).
+    pub print_summary: bool,
 }
 
 impl Default for Config {
@@ -35,26 +59,41 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             suite: SuiteConfig::default(),
             args: Arguments::default(),
+            parallel: 1,
+            junit_file: None,
+            focus: Vec::new(),
+            skip: Vec::new(),
+            spec_timeout: Duration::from_secs(900),
+            volume_size_set: false,
+            print_summary: true,
         }
     }
 }
 
-/// What a run found.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    pub passed: u64,
-    pub failed: u64,
-    pub skipped: u64,
-}
+impl Config {
+    /// A configuration for the endpoint `endpoint`, with every other setting at its
+    /// default.
+    pub fn for_endpoint(endpoint: impl Into<String>) -> Config {
+        Config {
+            endpoint: Some(endpoint.into()),
+            ..Config::default()
+        }
+    }
 
-impl Report {
-    /// Whether the run had no failure.
-    pub fn success(&self) -> bool {
-        self.failed == 0
+    /// Keep only the specs whose full name matches `regex` (like `--ginkgo.focus`).
+    pub fn focus(mut self, regex: impl Into<String>) -> Config {
+        self.focus.push(regex.into());
+        self
     }
 }
 
-async fn read_capabilities(clients: &Clients) -> anyhow::Result<Capabilities> {
+fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    r
+}
+
+async fn read_capabilities(clients: &Clients, timeout: Duration) -> anyhow::Result<Capabilities> {
     let mut caps = Capabilities {
         root: nix::unistd::geteuid().is_root(),
         ..Default::default()
@@ -62,15 +101,23 @@ async fn read_capabilities(clients: &Clients) -> anyhow::Result<Capabilities> {
     let plugin = clients
         .identity
         .clone()
-        .get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+        .get_plugin_capabilities(with_timeout(GetPluginCapabilitiesRequest {}, timeout))
         .await
-        .context("GetPluginCapabilities failed")?
+        .context("GetPluginCapabilities failed (is this a CSI endpoint?)")?
         .into_inner();
     for cap in plugin.capabilities {
-        if let Some(plugin_capability::Type::Service(s)) = cap.r#type {
-            if let Ok(t) = plugin_capability::service::Type::try_from(s.r#type) {
-                caps.plugin.push(t);
+        match cap.r#type {
+            Some(plugin_capability::Type::Service(s)) => {
+                if let Ok(t) = plugin_capability::service::Type::try_from(s.r#type) {
+                    caps.plugin.push(t);
+                }
             }
+            Some(plugin_capability::Type::VolumeExpansion(v)) => {
+                if let Ok(t) = plugin_capability::volume_expansion::Type::try_from(v.r#type) {
+                    caps.expansion.push(t);
+                }
+            }
+            None => {}
         }
     }
     if caps
@@ -80,14 +127,40 @@ async fn read_capabilities(clients: &Clients) -> anyhow::Result<Capabilities> {
         let resp = clients
             .controller
             .clone()
-            .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+            .controller_get_capabilities(with_timeout(ControllerGetCapabilitiesRequest {}, timeout))
             .await
             .context("ControllerGetCapabilities failed")?
             .into_inner();
         for cap in resp.capabilities {
             if let Some(controller_service_capability::Type::Rpc(rpc)) = cap.r#type {
-                if let Ok(t) = controller_service_capability::rpc::Type::try_from(rpc.r#type) {
+                if let Ok(t) = ControllerRpc::try_from(rpc.r#type) {
                     caps.controller.push(t);
+                }
+            }
+        }
+    }
+    if caps
+        .plugin
+        .contains(&plugin_capability::service::Type::GroupControllerService)
+    {
+        // A failure here leaves the group capabilities empty; the GroupController specs
+        // that only need the service still run and report it.
+        if let Ok(resp) = clients
+            .group_controller
+            .clone()
+            .group_controller_get_capabilities(with_timeout(
+                GroupControllerGetCapabilitiesRequest {},
+                timeout,
+            ))
+            .await
+        {
+            for cap in resp.into_inner().capabilities {
+                if let Some(group_controller_service_capability::Type::Rpc(rpc)) = cap.r#type {
+                    if let Ok(t) =
+                        group_controller_service_capability::rpc::Type::try_from(rpc.r#type)
+                    {
+                        caps.group_controller.push(t);
+                    }
                 }
             }
         }
@@ -95,7 +168,7 @@ async fn read_capabilities(clients: &Clients) -> anyhow::Result<Capabilities> {
     if let Ok(resp) = clients
         .node
         .clone()
-        .node_get_capabilities(NodeGetCapabilitiesRequest {})
+        .node_get_capabilities(with_timeout(NodeGetCapabilitiesRequest {}, timeout))
         .await
     {
         caps.node_service = true;
@@ -110,99 +183,362 @@ async fn read_capabilities(clients: &Clients) -> anyhow::Result<Capabilities> {
     Ok(caps)
 }
 
-/// A bundled driver, kept alive for the run.
-struct Bundled {
-    #[cfg(feature = "bundled")]
-    _driver: csi_driver::RunningDriver,
-    _dir: tempfile::TempDir,
-}
-
-#[cfg(feature = "bundled")]
-async fn start_bundled() -> anyhow::Result<(String, Bundled)> {
-    use clap::Parser;
-    let dir = tempfile::Builder::new().prefix("csi-sanity-").tempdir()?;
-    let socket = dir.path().join("csi.sock");
-    let endpoint = format!("unix://{}", socket.display());
-    let config = csi_driver::Config::try_parse_from([
-        "csi-driver",
-        "--endpoint",
-        &endpoint,
-        "--log-level",
-        "warn",
-    ])?;
-    let driver = csi_driver::start(config)
-        .await
-        .context("starting the bundled driver")?;
-    Ok((
-        driver.endpoint.clone(),
-        Bundled {
-            _driver: driver,
-            _dir: dir,
-        },
-    ))
-}
-
-#[cfg(not(feature = "bundled"))]
-async fn start_bundled() -> anyhow::Result<(String, Bundled)> {
-    anyhow::bail!(
-        "no --csi.endpoint given, and this build has no bundled driver (feature `bundled`)"
-    )
-}
-
-fn trial(
-    spec: Spec,
-    rt: &tokio::runtime::Handle,
-    clients: &Clients,
-    suite: &SuiteConfig,
-    caps: &Capabilities,
-) -> Trial {
-    let name = spec.full_name();
-    if let Some(need) = caps.first_unmet(spec.needs) {
-        let reason = need.describe();
-        return Trial::test(name, move || Err(Failed::from(reason))).with_ignored_flag(true);
+/// Apply the bundled driver's defaults to whatever the caller left at the default.
+fn bundled_defaults(config: &mut Config, bundled: &Bundled) {
+    let defaults = SuiteConfig::default();
+    let suite = &mut config.suite;
+    if suite.mount_dir == defaults.mount_dir {
+        suite.mount_dir = bundled.mount_dir();
     }
-    let rt = rt.clone();
-    let ctx = Ctx::new(clients.clone(), suite.clone(), caps.clone(), &name);
-    Trial::test(name, move || {
-        rt.block_on((spec.run)(ctx))
-            .map_err(|f| Failed::from(f.to_string()))
-    })
+    if suite.staging_dir == defaults.staging_dir {
+        suite.staging_dir = bundled.staging_dir();
+    }
+    if !config.volume_size_set && suite.volume_size == defaults.volume_size {
+        suite.volume_size = 1 << 30;
+    }
+    if suite.second_node_id.is_none() {
+        suite.second_node_id = Some("2".to_string());
+    }
 }
 
-/// Run the suite described by `config`.
-pub fn run(config: Config) -> anyhow::Result<Report> {
+/// How a spec is turned into a trial: gated statically on its needs, otherwise run
+/// with cleanup afterwards, whatever happened.
+struct TrialFactory {
+    rt: tokio::runtime::Handle,
+    run: RunState,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    strict: bool,
+    spec_timeout: Duration,
+}
+
+impl TrialFactory {
+    fn record(outcomes: &Arc<Mutex<Vec<Outcome>>>, spec: &Spec, status: Status, started: Instant) {
+        outcomes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Outcome {
+                group: spec.group.to_string(),
+                name: spec.name.to_string(),
+                status,
+                duration: started.elapsed(),
+            });
+    }
+
+    fn trial(&self, spec: Spec) -> Trial {
+        let name = spec.full_name();
+        let outcomes = self.outcomes.clone();
+        if let Some(need) = self.run.caps().first_unmet(spec.needs) {
+            let reason = need.describe();
+            let fail = self.strict && need.is_capability();
+            return Trial::ignorable_test(name, move || {
+                let started = Instant::now();
+                if fail {
+                    let msg = format!("strict mode: {reason}, which this spec needs\nrule:     {}", spec.rule);
+                    Self::record(&outcomes, &spec, Status::Failed(msg.clone()), started);
+                    Err(Failed::from(msg))
+                } else {
+                    Self::record(&outcomes, &spec, Status::Skipped(reason.clone()), started);
+                    Ok(Completion::ignored_with(reason))
+                }
+            });
+        }
+        let rt = self.rt.clone();
+        let run = self.run.clone();
+        let spec_timeout = self.spec_timeout;
+        Trial::ignorable_test(name.clone(), move || {
+            let started = Instant::now();
+            let ctx = run.ctx(&name);
+            let (result, cleanup) = rt.block_on(async {
+                let body = std::panic::AssertUnwindSafe((spec.run)(ctx.clone())).catch_unwind();
+                let result = match tokio::time::timeout(spec_timeout, body).await {
+                    Ok(Ok(r)) => r.map_err(SpecError::Failure),
+                    Ok(Err(panic)) => Err(SpecError::Panic(panic_message(&*panic))),
+                    Err(_) => Err(SpecError::Timeout(spec_timeout)),
+                };
+                // Cleanup runs whatever happened above.
+                let cleanup = ctx.cleanup().await;
+                (result, cleanup)
+            });
+            let cleanup_msg = cleanup
+                .err()
+                .map(|f| format!("\ncleanup failed:\n{f}"))
+                .unwrap_or_default();
+            let status = match result {
+                Ok(()) if cleanup_msg.is_empty() => Status::Passed,
+                Err(SpecError::Failure(f)) if f.is_skip() && cleanup_msg.is_empty() => {
+                    Status::Skipped(f.skip.unwrap_or_default())
+                }
+                Ok(()) => Status::Failed(cleanup_msg.trim_start().to_string()),
+                Err(e) => Status::Failed(format!("{e}\ncites:    {}{cleanup_msg}", spec.rule)),
+            };
+            Self::record(&outcomes, &spec, status.clone(), started);
+            match status {
+                Status::Passed => Ok(Completion::Completed),
+                Status::Skipped(reason) => Ok(Completion::ignored_with(reason)),
+                Status::Failed(msg) => Err(Failed::from(msg)),
+            }
+        })
+    }
+}
+
+enum SpecError {
+    Failure(csi_suites::Failure),
+    Panic(String),
+    Timeout(Duration),
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SpecError::Failure(fail) => write!(f, "{fail}"),
+            SpecError::Panic(msg) => write!(f, "the spec panicked: {msg}"),
+            SpecError::Timeout(t) => write!(f, "the spec did not finish within {t:?}"),
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "(no message)".to_string())
+}
+
+/// Keep the specs `--ginkgo.focus`/`--ginkgo.skip` select.
+fn select(specs: Vec<Spec>, focus: &[String], skip: &[String]) -> anyhow::Result<(Vec<Spec>, u64)> {
+    let compile = |res: &[String]| -> anyhow::Result<Vec<regex::Regex>> {
+        res.iter()
+            .map(|r| regex::Regex::new(r).with_context(|| format!("invalid regex {r:?}")))
+            .collect()
+    };
+    let focus = compile(focus)?;
+    let skip = compile(skip)?;
+    let before = specs.len();
+    let kept: Vec<Spec> = specs
+        .into_iter()
+        .filter(|s| {
+            let name = s.full_name();
+            (focus.is_empty() || focus.iter().any(|r| r.is_match(&name)))
+                && !skip.iter().any(|r| r.is_match(&name))
+        })
+        .collect();
+    let dropped = (before - kept.len()) as u64;
+    Ok((kept, dropped))
+}
+
+/// Volumes and snapshots from the run's ledger that the driver still lists; each is
+/// then deleted, so a failed run does not leave them behind either.
+async fn leftovers(run: &RunState) -> Vec<String> {
+    let ledger = run.ledger();
+    let caps = run.caps();
+    let clients = run.clients();
+    let mut found = Vec::new();
+    if !ledger.snapshots.is_empty() && caps.controller_has(ControllerRpc::ListSnapshots) {
+        let mut token = String::new();
+        for _ in 0..10_000 {
+            let Ok(resp) = clients
+                .controller
+                .clone()
+                .list_snapshots(ListSnapshotsRequest {
+                    starting_token: token.clone(),
+                    secrets: run
+                        .config()
+                        .secrets
+                        .get(csi_suites::Secret::ListSnapshots.key())
+                        .cloned()
+                        .unwrap_or_default(),
+                    ..Default::default()
+                })
+                .await
+            else {
+                break;
+            };
+            let resp = resp.into_inner();
+            for s in resp.entries.into_iter().filter_map(|e| e.snapshot) {
+                if let Some(spec) = ledger.snapshots.get(&s.snapshot_id) {
+                    found.push(format!("snapshot {} (created by {spec})", s.snapshot_id));
+                    let _ = clients
+                        .controller
+                        .clone()
+                        .delete_snapshot(DeleteSnapshotRequest {
+                            snapshot_id: s.snapshot_id.clone(),
+                            secrets: run
+                                .config()
+                                .secrets
+                                .get(csi_suites::Secret::DeleteSnapshot.key())
+                                .cloned()
+                                .unwrap_or_default(),
+                        })
+                        .await;
+                }
+            }
+            if resp.next_token.is_empty() || resp.next_token == token {
+                break;
+            }
+            token = resp.next_token;
+        }
+    }
+    if !ledger.volumes.is_empty() && caps.controller_has(ControllerRpc::ListVolumes) {
+        let mut token = String::new();
+        for _ in 0..10_000 {
+            let Ok(resp) = clients
+                .controller
+                .clone()
+                .list_volumes(ListVolumesRequest {
+                    max_entries: 0,
+                    starting_token: token.clone(),
+                })
+                .await
+            else {
+                break;
+            };
+            let resp = resp.into_inner();
+            for v in resp.entries.into_iter().filter_map(|e| e.volume) {
+                if let Some(spec) = ledger.volumes.get(&v.volume_id) {
+                    found.push(format!("volume {} (created by {spec})", v.volume_id));
+                    let _ = clients
+                        .controller
+                        .clone()
+                        .delete_volume(DeleteVolumeRequest {
+                            volume_id: v.volume_id.clone(),
+                            secrets: run
+                                .config()
+                                .secrets
+                                .get(csi_suites::Secret::DeleteVolume.key())
+                                .cloned()
+                                .unwrap_or_default(),
+                        })
+                        .await;
+                }
+            }
+            if resp.next_token.is_empty() || resp.next_token == token {
+                break;
+            }
+            token = resp.next_token;
+        }
+    }
+    found
+}
+
+/// Run the suite described by `config`: connect (or start the bundled driver), read
+/// the capabilities, run the selected specs, check for leftovers, write the reports.
+///
+/// Errors are for the run as a whole (no connection, a bad flag); a failing spec is
+/// counted in the [`Report`]. Call it from a plain `#[test]` or `main`, not from inside
+/// an async runtime: it runs its own.
+pub fn run(mut config: Config) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let (specs, ginkgo_filtered) = select(csi_suites::all(), &config.focus, &config.skip)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let (clients, caps, _bundled) = rt.block_on(async {
-        let (endpoint, bundled) = match &config.endpoint {
-            Some(e) => (e.clone(), None),
-            None => {
-                let (e, b) = start_bundled().await?;
-                (e, Some(b))
-            }
+
+    // `--list` needs no driver: list every spec that the filters keep.
+    if config.args.list {
+        let trials = specs
+            .into_iter()
+            .map(|s| Trial::test(s.full_name(), || Ok(())))
+            .collect();
+        let _listed = libtest_mimic::run(&config.args, trials);
+        return Ok(Report::default());
+    }
+
+    let (clients, caps, bundled) = rt.block_on(async {
+        let bundled = match &config.endpoint {
+            Some(_) => None,
+            None => Some(crate::bundled::start().await?),
         };
-        let node = crate::connect::connect(&endpoint, config.connect_timeout).await?;
+        let endpoint = match (&config.endpoint, &bundled) {
+            (Some(e), _) => e.clone(),
+            (None, Some(b)) => b.endpoint.clone(),
+            (None, None) => unreachable!("a bundled driver starts when no endpoint is given"),
+        };
+        let rpc_timeout = config.suite.rpc_timeout;
+        let node = crate::connect::connect_with(&endpoint, config.connect_timeout, rpc_timeout).await?;
         let controller = match &config.controller_endpoint {
-            Some(c) => crate::connect::connect(c, config.connect_timeout).await?,
+            Some(c) => crate::connect::connect_with(c, config.connect_timeout, rpc_timeout).await?,
             None => node.clone(),
         };
         let clients = Clients::new(node, controller);
-        let caps = read_capabilities(&clients).await?;
+        let caps = read_capabilities(&clients, config.connect_timeout)
+            .await
+            .with_context(|| format!("reading the capabilities of {endpoint}"))?;
         anyhow::Ok((clients, caps, bundled))
     })?;
-    let trials: Vec<Trial> = csi_suites::all()
-        .into_iter()
-        .map(|spec| trial(spec, rt.handle(), &clients, &config.suite, &caps))
-        .collect();
-    let conclusion = libtest_mimic::run(&config.args, trials);
-    Ok(Report {
-        passed: conclusion.num_passed,
-        failed: conclusion.num_failed,
-        skipped: conclusion.num_ignored + conclusion.num_filtered_out,
-    })
+    if let Some(b) = &bundled {
+        bundled_defaults(&mut config, b);
+    }
+    let mut caps = caps.with_config(&config.suite);
+    // An external driver mounts with its own privileges; the bundled one mounts in this
+    // process, which takes root.
+    caps.mounts = bundled.is_none() || caps.root;
+
+    let run = RunState::new(clients, config.suite.clone(), caps.clone());
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let factory = TrialFactory {
+        rt: rt.handle().clone(),
+        run: run.clone(),
+        outcomes: outcomes.clone(),
+        strict: config.suite.strict,
+        spec_timeout: config.spec_timeout,
+    };
+    let mut args = config.args.clone();
+    if args.test_threads.is_none() {
+        args.test_threads = Some(config.parallel.max(1));
+    }
+    let trials: Vec<Trial> = specs.iter().cloned().map(|s| factory.trial(s)).collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+
+    let leftovers = rt.block_on(leftovers(&run));
+    if let Some(b) = bundled {
+        rt.block_on(b.stop());
+    }
+    let outcomes = outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let count = |f: fn(&Status) -> bool| outcomes.iter().filter(|o| f(&o.status)).count() as u64;
+    let mut report = Report {
+        passed: count(|s| matches!(s, Status::Passed)),
+        failed: count(|s| matches!(s, Status::Failed(_))) + u64::from(!leftovers.is_empty()),
+        skipped: count(|s| matches!(s, Status::Skipped(_))),
+        filtered_out: conclusion.num_filtered_out + ginkgo_filtered,
+        outcomes,
+        leftovers,
+        not_covered: Vec::new(),
+    };
+    if config.suite.strict {
+        report.not_covered = not_covered(&specs, &caps);
+    }
+    if let Some(path) = &config.junit_file {
+        report.write_junit(path, started.elapsed())?;
+    }
+    if config.print_summary {
+        let summary = report.summary();
+        if args.format == Some(FormatSetting::Json) {
+            eprint!("{summary}");
+        } else {
+            print!("{summary}");
+        }
+    }
+    Ok(report)
 }
 
-#[doc(hidden)]
-pub fn _unused(_: PathBuf, _: Arc<()>) {}
+/// The capabilities the driver lacks, with how many selected specs needed each.
+fn not_covered(specs: &[Spec], caps: &Capabilities) -> Vec<String> {
+    let mut counts: Vec<(Need, usize)> = Vec::new();
+    for spec in specs {
+        if let Some(need) = caps.first_unmet(spec.needs) {
+            if !need.is_capability() {
+                continue;
+            }
+            match counts.iter_mut().find(|(n, _)| n == need) {
+                Some((_, c)) => *c += 1,
+                None => counts.push((*need, 1)),
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(n, c)| format!("{} ({c} spec{})", n.describe(), if c == 1 { "" } else { "s" }))
+        .collect()
+}

@@ -38,6 +38,24 @@ impl Failure {
         }
     }
 
+    /// A failure about a response of `rpc` to `request`.
+    pub fn about(
+        rpc: &str,
+        request: &str,
+        expected: impl Into<String>,
+        actual: impl fmt::Debug,
+        rule: &str,
+    ) -> Failure {
+        Failure {
+            rpc: Some(rpc.to_string()),
+            request: Some(request.to_string()),
+            expected: expected.into(),
+            actual: format!("{actual:?}"),
+            rule: rule.to_string(),
+            ..Default::default()
+        }
+    }
+
     /// Not a failure: the spec does not apply here, for `reason`.
     pub fn skip(reason: impl Into<String>) -> Failure {
         let reason = reason.into();

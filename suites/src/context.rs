@@ -1,21 +1,33 @@
 //! What a spec runs against: the clients, the configuration, the driver's advertised
-//! capabilities, and a tracker of what the spec created.
+//! capabilities, the run's shared state, and a tracker of what the spec created.
+//!
+//! A runner builds one [`RunState`] per run and asks it for a [`Ctx`] per spec
+//! ([`RunState::ctx`]). Every spec gets its own names ([`Ctx::unique_name`]), its own
+//! paths ([`Ctx::target_path`], [`Ctx::staging_path`]) and its own [`Tracker`]; the
+//! runner calls [`Ctx::cleanup`] after the spec, whatever its outcome. The fixtures
+//! that create things (see `fixtures.rs`) record them in the tracker, so no spec
+//! cleans up by hand.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use csi_proto::v1::controller_client::ControllerClient;
 use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
+use csi_proto::v1::group_controller_client::GroupControllerClient;
+use csi_proto::v1::group_controller_service_capability::rpc::Type as GroupControllerRpc;
 use csi_proto::v1::identity_client::IdentityClient;
 use csi_proto::v1::node_client::NodeClient;
 use csi_proto::v1::node_service_capability::rpc::Type as NodeRpc;
 use csi_proto::v1::plugin_capability::service::Type as PluginService;
+use csi_proto::v1::plugin_capability::volume_expansion::Type as VolumeExpansion;
+use csi_proto::v1::{CreateSnapshotRequest, NodeGetInfoResponse, TopologyRequirement};
 use tonic::transport::Channel;
 
 use crate::spec::Need;
+use crate::tracker::Tracker;
 
 /// gRPC clients for the endpoints under test.
 #[derive(Clone)]
@@ -23,6 +35,8 @@ pub struct Clients {
     pub identity: IdentityClient<Channel>,
     pub controller: ControllerClient<Channel>,
     pub node: NodeClient<Channel>,
+    /// Served by the controller endpoint.
+    pub group_controller: GroupControllerClient<Channel>,
 }
 
 impl Clients {
@@ -30,13 +44,15 @@ impl Clients {
     pub fn new(node_channel: Channel, controller_channel: Channel) -> Self {
         Clients {
             identity: IdentityClient::new(node_channel.clone()),
-            controller: ControllerClient::new(controller_channel),
+            controller: ControllerClient::new(controller_channel.clone()),
             node: NodeClient::new(node_channel),
+            group_controller: GroupControllerClient::new(controller_channel),
         }
     }
 }
 
-/// What the driver advertised, read once before the run.
+/// What the driver advertised, read once before the run, plus what the environment
+/// allows.
 #[derive(Debug, Clone, Default)]
 pub struct Capabilities {
     pub plugin: Vec<PluginService>,
@@ -46,6 +62,20 @@ pub struct Capabilities {
     pub node_service: bool,
     /// Whether the harness runs as root.
     pub root: bool,
+    /// What the group controller advertised (empty without GROUP_CONTROLLER_SERVICE).
+    pub group_controller: Vec<GroupControllerRpc>,
+    /// The plugin's VolumeExpansion capabilities.
+    pub expansion: Vec<VolumeExpansion>,
+    /// Whether the node can really stage and publish (see [`Need::Mounts`]).
+    pub mounts: bool,
+    /// `--csi.secondnodeid` is set.
+    pub second_node: bool,
+    /// `--csi.testnodevolumeattachlimit` is set.
+    pub attach_limit_test: bool,
+    /// Mutable parameters are configured.
+    pub mutable_parameters: bool,
+    /// `--csi.idempotentcount` > 0.
+    pub idempotent_repeats: bool,
 }
 
 impl Capabilities {
@@ -57,6 +87,12 @@ impl Capabilities {
             Need::NodeCap(c) => self.node.contains(c),
             Need::NodeService => self.node_service,
             Need::Root => self.root,
+            Need::GroupControllerCap(c) => self.group_controller.contains(c),
+            Need::Mounts => self.mounts,
+            Need::SecondNode => self.second_node,
+            Need::AttachLimitTest => self.attach_limit_test,
+            Need::MutableParameters => self.mutable_parameters,
+            Need::IdempotentRepeats => self.idempotent_repeats,
         }
     }
 
@@ -64,14 +100,33 @@ impl Capabilities {
     pub fn first_unmet<'a>(&self, needs: &'a [Need]) -> Option<&'a Need> {
         needs.iter().find(|n| !self.meets(n))
     }
+
+    /// Whether the controller advertises `rpc`.
+    pub fn controller_has(&self, rpc: ControllerRpc) -> bool {
+        self.controller.contains(&rpc)
+    }
+
+    /// Whether the node advertises `rpc`.
+    pub fn node_has(&self, rpc: NodeRpc) -> bool {
+        self.node.contains(&rpc)
+    }
+
+    /// Fill in the configuration-derived flags from `config`.
+    pub fn with_config(mut self, config: &SuiteConfig) -> Self {
+        self.second_node = config.second_node_id.is_some();
+        self.attach_limit_test = config.test_node_volume_attach_limit;
+        self.mutable_parameters = !config.mutable_parameters.is_empty();
+        self.idempotent_repeats = config.idempotent_count > 0;
+        self
+    }
 }
 
 /// Settings that shape the specs (the `--csi.*` flags land here).
 #[derive(Debug, Clone)]
 pub struct SuiteConfig {
-    /// Root under which each spec gets its own target directories.
+    /// Root under which each spec gets its own target directories (`--csi.mountdir`).
     pub mount_dir: PathBuf,
-    /// Root under which each spec gets its own staging directories.
+    /// Root under which each spec gets its own staging directories (`--csi.stagingdir`).
     pub staging_dir: PathBuf,
     /// Per-RPC secrets, keyed like csi-sanity's secrets file (e.g. `CreateVolumeSecret`).
     pub secrets: HashMap<String, HashMap<String, String>>,
@@ -79,7 +134,8 @@ pub struct SuiteConfig {
     pub access_type: String,
     /// Size of test volumes, in bytes.
     pub volume_size: i64,
-    /// Size to expand test volumes to, in bytes (0: twice the size).
+    /// Size to expand test volumes to, in bytes (0: the volume size plus 1 GiB, as
+    /// csi-sanity does).
     pub expand_size: i64,
     pub volume_parameters: HashMap<String, String>,
     pub mutable_parameters: HashMap<String, String>,
@@ -96,6 +152,36 @@ pub struct SuiteConfig {
     pub rpc_timeout: Duration,
     /// Prefix that makes this run's names unique.
     pub name_prefix: String,
+    /// Command that creates a target directory (`--csi.createmountpathcmd`): called with
+    /// the suggested path, prints the path to use.
+    pub create_target_path_cmd: Option<String>,
+    /// Command that creates a staging directory (`--csi.createstagingpathcmd`).
+    pub create_staging_path_cmd: Option<String>,
+    /// Timeout of the create commands.
+    pub create_path_cmd_timeout: Duration,
+    /// Command that removes a target directory (`--csi.removemountpathcmd`).
+    pub remove_target_path_cmd: Option<String>,
+    /// Command that removes a staging directory (`--csi.removestagingpathcmd`).
+    pub remove_staging_path_cmd: Option<String>,
+    /// Timeout of the remove commands.
+    pub remove_path_cmd_timeout: Duration,
+    /// Command that checks a path (`--csi.checkpathcmd`): prints `file`, `directory`,
+    /// `not_found` or `other`.
+    pub check_path_cmd: Option<String>,
+    /// Timeout of the check command.
+    pub check_path_cmd_timeout: Duration,
+    /// Topology requirements for test volumes (`--csi.testtopologyrequirements`).
+    pub topology_requirements: Option<TopologyRequirement>,
+    /// A missing capability fails the specs that need it instead of skipping them.
+    pub strict: bool,
+    /// How long to wait for a snapshot to become ready to use.
+    pub ready_timeout: Duration,
+    /// The short client deadline the retry specs cut calls off with, as a CO whose
+    /// deadline is shorter than the cloud's slowest action would (`--csi.shortdeadline`).
+    pub short_deadline: Duration,
+    /// How long the retry specs keep retrying a call (on ABORTED, DEADLINE_EXCEEDED and
+    /// the like) before they call it stuck (`--csi.retrybudget`).
+    pub retry_budget: Duration,
 }
 
 impl Default for SuiteConfig {
@@ -105,7 +191,7 @@ impl Default for SuiteConfig {
             staging_dir: std::env::temp_dir().join("csi-staging"),
             secrets: HashMap::new(),
             access_type: "mount".into(),
-            volume_size: 1 << 30,
+            volume_size: 10 << 30,
             expand_size: 0,
             volume_parameters: HashMap::new(),
             mutable_parameters: HashMap::new(),
@@ -116,48 +202,127 @@ impl Default for SuiteConfig {
             second_node_id: None,
             rpc_timeout: Duration::from_secs(60),
             name_prefix: "sanity".into(),
+            create_target_path_cmd: None,
+            create_staging_path_cmd: None,
+            create_path_cmd_timeout: Duration::from_secs(10),
+            remove_target_path_cmd: None,
+            remove_staging_path_cmd: None,
+            remove_path_cmd_timeout: Duration::from_secs(10),
+            check_path_cmd: None,
+            check_path_cmd_timeout: Duration::from_secs(10),
+            topology_requirements: None,
+            strict: false,
+            ready_timeout: Duration::from_secs(300),
+            short_deadline: Duration::from_millis(200),
+            retry_budget: Duration::from_secs(120),
         }
     }
 }
 
-struct CtxInner {
-    clients: Clients,
-    config: SuiteConfig,
-    caps: Capabilities,
-    spec_name: String,
-    counter: AtomicU64,
+impl SuiteConfig {
+    /// The size expansion specs ask for.
+    pub fn expand_to(&self) -> i64 {
+        if self.expand_size > 0 {
+            self.expand_size
+        } else {
+            self.volume_size + (1 << 30)
+        }
+    }
+
+    /// Whether test volumes use the block access type.
+    pub fn is_block(&self) -> bool {
+        self.access_type.trim().eq_ignore_ascii_case("block")
+    }
 }
 
-/// One spec's view of the run. Cheap to clone.
+/// What one run created, by id, so the runner can check at the end that nothing is
+/// left over.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    /// Volume id → the spec that created it.
+    pub volumes: BTreeMap<String, String>,
+    /// Snapshot id → the spec that created it.
+    pub snapshots: BTreeMap<String, String>,
+}
+
+pub(crate) struct RunInner {
+    pub(crate) clients: Clients,
+    pub(crate) config: SuiteConfig,
+    pub(crate) caps: Capabilities,
+    /// This run's name prefix (the configured prefix plus a random part).
+    pub(crate) prefix: String,
+    spec_seq: AtomicU64,
+    pub(crate) ledger: Arc<Mutex<Ledger>>,
+    pub(crate) node_info: tokio::sync::OnceCell<NodeGetInfoResponse>,
+}
+
+/// State shared by every spec of one run: clients, configuration, capabilities, the
+/// ledger of what the run created, and cached answers (NodeGetInfo). Cheap to clone.
 #[derive(Clone)]
-pub struct Ctx {
-    inner: Arc<CtxInner>,
+pub struct RunState {
+    inner: Arc<RunInner>,
 }
 
-impl Ctx {
-    /// A context for the spec `spec_name`.
-    pub fn new(clients: Clients, config: SuiteConfig, caps: Capabilities, spec_name: &str) -> Ctx {
-        Ctx {
-            inner: Arc::new(CtxInner {
+impl RunState {
+    /// A run against `clients`. Names get the configured prefix plus a random part, so
+    /// two runs against one driver never collide.
+    pub fn new(clients: Clients, config: SuiteConfig, caps: Capabilities) -> RunState {
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("{}-{}", config.name_prefix, &random[..8]);
+        Self::with_prefix(clients, config, caps, prefix)
+    }
+
+    fn with_prefix(
+        clients: Clients,
+        config: SuiteConfig,
+        caps: Capabilities,
+        prefix: String,
+    ) -> RunState {
+        RunState {
+            inner: Arc::new(RunInner {
                 clients,
                 config,
                 caps,
-                spec_name: spec_name.to_string(),
-                counter: AtomicU64::new(0),
+                prefix,
+                spec_seq: AtomicU64::new(0),
+                ledger: Arc::new(Mutex::new(Ledger::default())),
+                node_info: tokio::sync::OnceCell::new(),
             }),
         }
     }
 
-    pub fn identity(&self) -> IdentityClient<Channel> {
-        self.inner.clients.identity.clone()
+    /// A fresh context for the spec `spec_name`, with its own names, paths and tracker.
+    pub fn ctx(&self, spec_name: &str) -> Ctx {
+        let seq = self.inner.spec_seq.fetch_add(1, Ordering::Relaxed);
+        Ctx {
+            run: self.inner.clone(),
+            spec: Arc::new(SpecInner {
+                name: spec_name.to_string(),
+                seq,
+                counter: AtomicU64::new(0),
+                tracker: Tracker::new(self.inner.ledger.clone(), spec_name),
+                paths: Mutex::new(SpecPaths::default()),
+                snapshot_requests: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 
-    pub fn controller(&self) -> ControllerClient<Channel> {
-        self.inner.clients.controller.clone()
+    /// This run's name prefix: every volume and snapshot name of the run starts with it.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
     }
 
-    pub fn node(&self) -> NodeClient<Channel> {
-        self.inner.clients.node.clone()
+    /// What the run created so far.
+    pub fn ledger(&self) -> Ledger {
+        self.inner
+            .ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.inner.clients
     }
 
     pub fn config(&self) -> &SuiteConfig {
@@ -167,16 +332,108 @@ impl Ctx {
     pub fn caps(&self) -> &Capabilities {
         &self.inner.caps
     }
+}
+
+#[derive(Default)]
+pub(crate) struct SpecPaths {
+    pub(crate) target: Option<String>,
+    pub(crate) staging: Option<String>,
+}
+
+pub(crate) struct SpecInner {
+    pub(crate) name: String,
+    pub(crate) seq: u64,
+    counter: AtomicU64,
+    pub(crate) tracker: Tracker,
+    pub(crate) paths: Mutex<SpecPaths>,
+    /// How each tracked snapshot was asked for, so a wait can re-ask idempotently.
+    pub(crate) snapshot_requests: Mutex<HashMap<String, CreateSnapshotRequest>>,
+}
+
+/// One spec's view of the run. Cheap to clone; clones share the spec's tracker.
+#[derive(Clone)]
+pub struct Ctx {
+    pub(crate) run: Arc<RunInner>,
+    pub(crate) spec: Arc<SpecInner>,
+}
+
+impl Ctx {
+    /// A context for the spec `spec_name`, in a run of its own. Runners that run many
+    /// specs use [`RunState::ctx`] instead, so the specs share the run's ledger.
+    pub fn new(clients: Clients, config: SuiteConfig, caps: Capabilities, spec_name: &str) -> Ctx {
+        let prefix = config.name_prefix.clone();
+        RunState::with_prefix(clients, config, caps, prefix).ctx(spec_name)
+    }
+
+    pub fn identity(&self) -> IdentityClient<Channel> {
+        self.run.clients.identity.clone()
+    }
+
+    /// What the whole run (every spec) has created so far: specs that count volumes
+    /// use it to tell another spec's volume from a leaked one.
+    pub fn run_ledger(&self) -> Ledger {
+        self.run
+            .ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn controller(&self) -> ControllerClient<Channel> {
+        self.run.clients.controller.clone()
+    }
+
+    pub fn node(&self) -> NodeClient<Channel> {
+        self.run.clients.node.clone()
+    }
+
+    pub fn group_controller(&self) -> GroupControllerClient<Channel> {
+        self.run.clients.group_controller.clone()
+    }
+
+    pub fn config(&self) -> &SuiteConfig {
+        &self.run.config
+    }
+
+    pub fn caps(&self) -> &Capabilities {
+        &self.run.caps
+    }
 
     /// The spec this context belongs to.
     pub fn spec_name(&self) -> &str {
-        &self.inner.spec_name
+        &self.spec.name
     }
 
-    /// A name unique to this run and spec, for volumes and snapshots.
+    /// What this spec created and has not undone yet.
+    pub fn tracker(&self) -> &Tracker {
+        &self.spec.tracker
+    }
+
+    /// A name unique to this run, spec and call, for volumes and snapshots:
+    /// `<run prefix>-<spec number>-<what>-<n>`, lowercase letters, digits and dashes.
     pub fn unique_name(&self, what: &str) -> String {
-        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{what}-{n}", self.inner.config.name_prefix)
+        let n = self.spec.counter.fetch_add(1, Ordering::Relaxed);
+        let what: String = what
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        format!("{}-{}-{what}-{n}", self.run.prefix, self.spec.seq)
+    }
+
+    /// A name of exactly `len` bytes that is still unique to this run and spec.
+    pub fn unique_name_of_len(&self, len: usize) -> String {
+        let mut name = self.unique_name("x");
+        while name.len() < len {
+            name.push('x');
+        }
+        name.truncate(len);
+        name
     }
 }
 

@@ -2,23 +2,97 @@
 //!
 //! A [`Spec`] is one rule of the CSI spec, named as a sentence, checked by an async
 //! function over a [`Ctx`] (clients, configuration, the driver's capabilities and a
-//! resource tracker). Specs are grouped by service. Each declares what it [`Need`]s, so
-//! a runner can report a spec that doesn't apply as skipped, with the reason, before
-//! calling anything. The runner lives in the `csi-sanity` crate; this crate only says
-//! what conformance means.
+//! resource tracker). Specs are grouped by service, one file per service or RPC
+//! family. Each declares what it [`Need`]s, so a runner can report a spec that doesn't
+//! apply as skipped, with the reason, before calling anything. The runner lives in the
+//! `csi-sanity` crate; this crate only says what conformance means.
+//!
+//! # Writing a spec
+//!
+//! ```
+//! use csi_suites::{spec, Ctx, Need, Spec};
+//! use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
+//!
+//! fn specs() -> Vec<Spec> {
+//!     vec![spec!(
+//!         "Controller::Example",
+//!         "a volume created by a fixture can be deleted",
+//!         "spec DeleteVolume: deleting an existing volume MUST succeed",
+//!         [Need::ControllerCap(ControllerRpc::CreateDeleteVolume)],
+//!         |ctx: Ctx| async move {
+//!             // Tracked: deleted after the spec even if a later step fails.
+//!             let volume = ctx.create_volume(&ctx.unique_name("example")).await?;
+//!             ctx.delete_volume(&volume.volume_id).await
+//!         }
+//!     )]
+//! }
+//! # let _ = specs();
+//! ```
+//!
+//! # The tracker and fixtures (the API for new spec groups)
+//!
+//! - Names: [`Ctx::unique_name`] (`<run prefix>-<spec>-<what>-<n>`), unique per run and
+//!   spec, so specs can run in parallel.
+//! - Paths: [`Ctx::target_path`] and [`Ctx::staging_path`] (this spec's, created on
+//!   first use with the configured commands), [`Ctx::new_target_path`] and
+//!   [`Ctx::new_staging_path`] for more, [`Ctx::check_path`] to look at one.
+//! - Fixtures, all tracked: [`Ctx::create_volume`], [`Ctx::create_snapshot`],
+//!   [`Ctx::create_ready_snapshot`], [`Ctx::wait_snapshot_ready`],
+//!   [`Ctx::controller_publish`], [`Ctx::node_stage`], [`Ctx::node_publish`],
+//!   [`Ctx::make_available`] (the whole chain). Each has a `*_request` builder and a
+//!   `*_with(request) -> Call` form for specs that check the outcome themselves.
+//! - Configuration: [`Ctx::default_capability`], [`Ctx::capability`],
+//!   [`Ctx::secrets`] (per RPC, [`Secret`]), [`Ctx::node_id`] (cached NodeGetInfo).
+//! - The tracker: [`Ctx::tracker`] → [`Tracker::track`] / [`Tracker::forget`] with a
+//!   [`Resource`]; [`Ctx::cleanup`] undoes in order (node unpublish, node unstage,
+//!   controller unpublish, delete group snapshots, snapshots, volumes, remove paths).
+//!   The runner calls it after every spec, also after a failure or a panic.
+//! - Checks: [`call!`] makes an RPC and keeps its name and (redacted) request;
+//!   [`Call::ok`], [`Call::code`], [`Call::code_in`] and [`check::ensure`] produce
+//!   [`Failure`]s that name the RPC, the request, the expected and actual outcome, and
+//!   the rule. [`Failure::skip`] reports at run time that a spec does not apply.
+
+// A `Failure` carries the whole story of what went wrong (RPC, request, expected,
+// actual, rule); it is built on the cold path only, so its size doesn't matter.
+#![allow(clippy::result_large_err)]
 
 pub mod check;
 pub mod context;
-pub mod identity;
+pub mod fixtures;
+pub mod paths;
+pub mod secrets;
 pub mod spec;
+pub mod tracker;
 
-pub use check::Failure;
-pub use context::{Capabilities, Clients, Ctx, SuiteConfig};
+pub mod controller;
+pub mod create_volume;
+pub mod expand;
+pub mod group_controller;
+pub mod identity;
+pub mod modify;
+pub mod node;
+pub mod publish;
+pub mod snapshots;
+
+pub use check::{Call, Failure};
+pub use context::{Capabilities, Clients, Ctx, Ledger, RunState, SuiteConfig};
+pub use fixtures::Available;
+pub use paths::{PathKind, PathRole};
+pub use secrets::Secret;
 pub use spec::{Need, Spec, SpecFuture};
+pub use tracker::{Resource, Tracker};
 
 /// Every spec, grouped by service, in a stable order.
 pub fn all() -> Vec<Spec> {
     let mut specs = Vec::new();
     specs.extend(identity::specs());
+    specs.extend(controller::specs());
+    specs.extend(create_volume::specs());
+    specs.extend(publish::specs());
+    specs.extend(snapshots::specs());
+    specs.extend(expand::specs());
+    specs.extend(modify::specs());
+    specs.extend(group_controller::specs());
+    specs.extend(node::specs());
     specs
 }

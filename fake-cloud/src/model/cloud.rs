@@ -150,7 +150,8 @@ impl Cloud {
     }
 
     fn register_configured_droplets(&self) -> Result<(), CloudError> {
-        for (id, region) in self.lock().config.droplets.clone() {
+        let droplets = self.lock().config.droplets.clone();
+        for (id, region) in droplets {
             self.add_droplet(id, &region)?;
         }
         Ok(())

@@ -1,0 +1,467 @@
+//! `--cloud memory`: the fake-cloud model in this process, configured from the driver's
+//! flags. Volume images live at `<data dir>/volumes/<volume id>.img`, where the node plugin
+//! finds them; without `--data-dir` the data dir is a temporary directory that lives as
+//! long as the driver.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::{
+    Account, Action, ActionKind, ActionStatus, CloudApi, CloudError, Deadline, Droplet,
+    NewVolume, Snapshot, Volume,
+};
+use crate::config::Config;
+
+/// Regions the in-process cloud always offers, besides `--region`.
+pub const DEFAULT_REGIONS: [&str; 3] = ["nyc3", "sfo3", "ams3"];
+
+/// Droplets registered in `--region` when no `--droplet` flag is given, so that specs can
+/// publish to a second node.
+pub const DEFAULT_DROPLETS: [u64; 3] = [1, 2, 3];
+
+/// Largest list page the model serves.
+const PAGE: u32 = fake_cloud::MAX_PER_PAGE;
+
+/// The in-process fake cloud and the directory holding its images.
+pub struct InProcess {
+    /// The model; tests and the harness change latency and faults through it.
+    pub cloud: fake_cloud::Cloud,
+    /// Where the volume images are.
+    pub data_dir: PathBuf,
+    /// The temporary data dir, removed when the driver goes.
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for InProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcess")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InProcess {
+    /// Build the model from the flags: regions, droplets, latencies, volume limit, data dir.
+    pub fn open(config: &Config, node_id: Option<&str>) -> anyhow::Result<InProcess> {
+        let droplets = droplets_from_flags(config, node_id)?;
+        let mut regions: Vec<String> = Vec::new();
+        for region in std::iter::once(config.region.as_str())
+            .chain(DEFAULT_REGIONS)
+            .chain(droplets.iter().map(|(_, r)| r.as_str()))
+        {
+            if !regions.iter().any(|r| r == region) {
+                regions.push(region.to_string());
+            }
+        }
+        let (data_dir, temp) = match &config.data_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("csi-driver-cloud-")
+                    .tempdir()
+                    .context("creating a temporary data dir for the in-process cloud")?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let cloud_config = fake_cloud::CloudConfig {
+            regions,
+            droplets,
+            volume_limit: u32::try_from(config.max_volumes_per_node.max(1)).unwrap_or(u32::MAX),
+            latency: fake_cloud::LatencyConfig {
+                attach: config.attach_latency,
+                detach: config.detach_latency,
+                resize: config.resize_latency,
+                jitter: std::time::Duration::ZERO,
+            },
+            faults: fake_cloud::Faults::none(),
+            data_dir: Some(data_dir.clone()),
+            ..fake_cloud::CloudConfig::default()
+        };
+        let cloud = fake_cloud::Cloud::open(cloud_config)
+            .map_err(|e| anyhow::anyhow!("opening the in-process cloud in {}: {e}", data_dir.display()))?;
+        Ok(InProcess {
+            cloud,
+            data_dir,
+            _temp: temp,
+        })
+    }
+
+    /// Where the volume images are.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// `--droplet ID:REGION` flags, then the node id (if numeric) in `--region`; with no
+/// `--droplet` flag, also droplets 1, 2 and 3 in `--region`.
+fn droplets_from_flags(config: &Config, node_id: Option<&str>) -> anyhow::Result<Vec<(u64, String)>> {
+    let mut droplets: Vec<(u64, String)> = Vec::new();
+    for flag in &config.droplets {
+        let (id, region) = flag
+            .split_once(':')
+            .with_context(|| format!("--droplet {flag:?}: expected ID:REGION, e.g. 4:nyc3"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&id| id > 0)
+            .with_context(|| format!("--droplet {flag:?}: the id must be a positive number"))?;
+        let region = region.trim();
+        if region.is_empty() {
+            anyhow::bail!("--droplet {flag:?}: the region is empty");
+        }
+        match droplets.iter().find(|(d, _)| *d == id) {
+            Some((_, r)) if r != region => {
+                anyhow::bail!("--droplet {id} is given in both {r} and {region}")
+            }
+            Some(_) => {}
+            None => droplets.push((id, region.to_string())),
+        }
+    }
+    let mut implicit: Vec<u64> = Vec::new();
+    if let Some(id) = node_id.and_then(|n| n.parse::<u64>().ok()).filter(|&id| id > 0) {
+        implicit.push(id);
+    }
+    if config.droplets.is_empty() {
+        implicit.extend(DEFAULT_DROPLETS);
+    }
+    for id in implicit {
+        if !droplets.iter().any(|(d, _)| *d == id) {
+            droplets.push((id, config.region.clone()));
+        }
+    }
+    Ok(droplets)
+}
+
+/// The [`CloudApi`] over the in-process model. Model calls may write images and state to
+/// the data dir, so they run on the blocking pool.
+pub struct MemoryCloud {
+    cloud: fake_cloud::Cloud,
+}
+
+impl MemoryCloud {
+    pub fn new(cloud: fake_cloud::Cloud) -> MemoryCloud {
+        MemoryCloud { cloud }
+    }
+
+    async fn call<R, F>(&self, call: &'static str, f: F) -> Result<R, CloudError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&fake_cloud::Cloud) -> Result<R, fake_cloud::CloudError> + Send + 'static,
+    {
+        let cloud = self.cloud.clone();
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || f(&cloud)).await;
+        let (status, result) = match result {
+            Ok(Ok(value)) => ("200".to_string(), Ok(value)),
+            Ok(Err(e)) => (e.status.to_string(), Err(CloudError::from_api(e.status, &e.message))),
+            Err(e) => (
+                "error".to_string(),
+                Err(CloudError::Transport {
+                    message: format!("in-process cloud call failed: {e}"),
+                }),
+            ),
+        };
+        crate::metrics::record_cloud_call(call, &status, started.elapsed());
+        result
+    }
+
+    /// Every page of a list.
+    fn all_pages<T>(
+        mut page: impl FnMut(u32) -> Result<fake_cloud::Page<T>, fake_cloud::CloudError>,
+    ) -> Result<Vec<T>, fake_cloud::CloudError> {
+        let mut all = Vec::new();
+        for n in 1.. {
+            let p = page(n)?;
+            let last = p.last_page();
+            all.extend(p.items);
+            if n >= last {
+                break;
+            }
+        }
+        Ok(all)
+    }
+}
+
+fn volume(v: fake_cloud::Volume) -> Volume {
+    Volume {
+        id: v.id,
+        name: v.name,
+        description: v.description,
+        size_gib: v.size_gib,
+        region: v.region,
+        droplet_ids: v.droplet_ids,
+        created_at: v.created_at,
+        tags: v.tags,
+    }
+}
+
+fn snapshot(s: fake_cloud::Snapshot) -> Snapshot {
+    Snapshot {
+        id: s.id,
+        name: s.name,
+        volume_id: s.volume_id,
+        region: s.region,
+        created_at: s.created_at,
+        min_disk_size_gib: s.min_disk_size_gib,
+    }
+}
+
+fn action(a: fake_cloud::Action) -> Action {
+    Action {
+        id: a.id,
+        volume_id: a.volume_id,
+        kind: match a.kind {
+            fake_cloud::ActionKind::Attach => ActionKind::Attach,
+            fake_cloud::ActionKind::Detach => ActionKind::Detach,
+            fake_cloud::ActionKind::Resize => ActionKind::Resize,
+        },
+        status: match a.status {
+            fake_cloud::ActionStatus::InProgress => ActionStatus::InProgress,
+            fake_cloud::ActionStatus::Completed => ActionStatus::Completed,
+            fake_cloud::ActionStatus::Errored => ActionStatus::Errored,
+        },
+        droplet_id: a.droplet_id,
+        started_at: Some(a.started_at),
+        error: a.error,
+    }
+}
+
+fn request(req: NewVolume) -> fake_cloud::CreateVolumeRequest {
+    fake_cloud::CreateVolumeRequest {
+        name: req.name,
+        region: req.region,
+        size_gib: req.size_gib,
+        description: req.description,
+        snapshot_id: req.snapshot_id,
+        tags: req.tags,
+        filesystem_type: None,
+    }
+}
+
+#[async_trait::async_trait]
+impl CloudApi for MemoryCloud {
+    async fn ping(&self, _deadline: Deadline) -> Result<(), CloudError> {
+        Ok(())
+    }
+
+    async fn account(&self, _deadline: Deadline) -> Result<Account, CloudError> {
+        self.call("account", |c| {
+            let a = c.account();
+            Ok(Account {
+                volume_limit: Some(a.volume_limit),
+                quota_gib: Some(a.capacity_quota_gib),
+                used_gib: Some(a.used_gib),
+            })
+        })
+        .await
+    }
+
+    async fn regions(&self, _deadline: Deadline) -> Result<Vec<String>, CloudError> {
+        Ok(self.cloud.regions())
+    }
+
+    async fn create_volume(&self, req: NewVolume, _deadline: Deadline) -> Result<Volume, CloudError> {
+        self.call("create_volume", move |c| c.create_volume(request(req)))
+            .await
+            .map(volume)
+    }
+
+    async fn clone_volume(
+        &self,
+        source_volume_id: &str,
+        req: NewVolume,
+        _deadline: Deadline,
+    ) -> Result<Volume, CloudError> {
+        let source = source_volume_id.to_string();
+        self.call("clone_volume", move |c| c.clone_volume(&source, request(req)))
+            .await
+            .map(volume)
+    }
+
+    async fn get_volume(&self, id: &str, _deadline: Deadline) -> Result<Volume, CloudError> {
+        let id = id.to_string();
+        self.call("get_volume", move |c| c.get_volume(&id))
+            .await
+            .map(volume)
+    }
+
+    async fn volumes_named(&self, name: &str, _deadline: Deadline) -> Result<Vec<Volume>, CloudError> {
+        let name = name.to_string();
+        self.call("list_volumes", move |c| {
+            Self::all_pages(|n| c.list_volumes(Some(&name), None, n, PAGE))
+        })
+        .await
+        .map(|all| all.into_iter().map(volume).collect())
+    }
+
+    async fn list_volumes(&self, _deadline: Deadline) -> Result<Vec<Volume>, CloudError> {
+        self.call("list_volumes", |c| {
+            Self::all_pages(|n| c.list_volumes(None, None, n, PAGE))
+        })
+        .await
+        .map(|all| all.into_iter().map(volume).collect())
+    }
+
+    async fn delete_volume(&self, id: &str, _deadline: Deadline) -> Result<(), CloudError> {
+        let id = id.to_string();
+        self.call("delete_volume", move |c| c.delete_volume(&id)).await
+    }
+
+    async fn set_volume_tags(
+        &self,
+        id: &str,
+        tags: Vec<String>,
+        _deadline: Deadline,
+    ) -> Result<Volume, CloudError> {
+        let id = id.to_string();
+        self.call("update_volume", move |c| c.update_tags(&id, tags))
+            .await
+            .map(volume)
+    }
+
+    async fn attach(&self, v: &Volume, droplet_id: u64, _deadline: Deadline) -> Result<Action, CloudError> {
+        let id = v.id.clone();
+        self.call("volume_action", move |c| c.attach(&id, droplet_id))
+            .await
+            .map(action)
+    }
+
+    async fn detach(&self, v: &Volume, droplet_id: u64, _deadline: Deadline) -> Result<Action, CloudError> {
+        let id = v.id.clone();
+        self.call("volume_action", move |c| c.detach(&id, droplet_id))
+            .await
+            .map(action)
+    }
+
+    async fn resize(&self, v: &Volume, size_gib: u64, _deadline: Deadline) -> Result<Action, CloudError> {
+        let id = v.id.clone();
+        self.call("volume_action", move |c| c.resize(&id, size_gib))
+            .await
+            .map(action)
+    }
+
+    async fn get_action(
+        &self,
+        volume_id: &str,
+        action_id: u64,
+        _deadline: Deadline,
+    ) -> Result<Action, CloudError> {
+        let volume_id = volume_id.to_string();
+        self.call("get_action", move |c| {
+            let a = c.get_action(action_id)?;
+            if a.volume_id == volume_id {
+                Ok(a)
+            } else {
+                Err(fake_cloud::CloudError::resource_not_found())
+            }
+        })
+        .await
+        .map(action)
+    }
+
+    async fn volume_actions(&self, volume_id: &str, _deadline: Deadline) -> Result<Vec<Action>, CloudError> {
+        let volume_id = volume_id.to_string();
+        self.call("list_volume_actions", move |c| c.list_volume_actions(&volume_id))
+            .await
+            .map(|all| all.into_iter().map(action).collect())
+    }
+
+    async fn get_droplet(&self, id: u64, _deadline: Deadline) -> Result<Droplet, CloudError> {
+        self.call("get_droplet", move |c| c.get_droplet(id))
+            .await
+            .map(|d| Droplet {
+                id: d.id,
+                region: d.region,
+                volume_ids: d.volume_ids,
+            })
+    }
+
+    async fn create_snapshot(
+        &self,
+        volume_id: &str,
+        name: &str,
+        tags: Vec<String>,
+        _deadline: Deadline,
+    ) -> Result<Snapshot, CloudError> {
+        let (volume_id, name) = (volume_id.to_string(), name.to_string());
+        self.call("create_snapshot", move |c| c.create_snapshot(&volume_id, &name, tags))
+            .await
+            .map(snapshot)
+    }
+
+    async fn get_snapshot(&self, id: &str, _deadline: Deadline) -> Result<Snapshot, CloudError> {
+        let id = id.to_string();
+        self.call("get_snapshot", move |c| c.get_snapshot(&id))
+            .await
+            .map(snapshot)
+    }
+
+    async fn list_snapshots(
+        &self,
+        volume_id: Option<&str>,
+        _deadline: Deadline,
+    ) -> Result<Vec<Snapshot>, CloudError> {
+        let volume_id = volume_id.map(str::to_string);
+        self.call("list_snapshots", move |c| {
+            Self::all_pages(|n| c.list_snapshots(volume_id.as_deref(), n, PAGE))
+        })
+        .await
+        .map(|all| all.into_iter().map(snapshot).collect())
+    }
+
+    async fn delete_snapshot(&self, id: &str, _deadline: Deadline) -> Result<(), CloudError> {
+        let id = id.to_string();
+        self.call("delete_snapshot", move |c| c.delete_snapshot(&id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Config {
+        let mut all = vec!["csi-driver"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn without_droplet_flags_the_node_and_droplets_1_to_3_are_registered() {
+        let d = droplets_from_flags(&config(&["--region", "sfo3"]), Some("42")).unwrap();
+        let ids: Vec<u64> = d.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [42, 1, 2, 3]);
+        assert!(d.iter().all(|(_, r)| r == "sfo3"));
+    }
+
+    #[test]
+    fn droplet_flags_replace_the_defaults_and_bad_ones_are_refused() {
+        let d = droplets_from_flags(
+            &config(&["--droplet", "7:ams3", "--droplet", "8:nyc3"]),
+            Some("not-a-number"),
+        )
+        .unwrap();
+        assert_eq!(d, [(7, "ams3".to_string()), (8, "nyc3".to_string())]);
+        for bad in ["7", "x:nyc3", "0:nyc3", "7:"] {
+            assert!(droplets_from_flags(&config(&["--droplet", bad]), None).is_err(), "{bad}");
+        }
+        assert!(droplets_from_flags(
+            &config(&["--droplet", "7:ams3", "--droplet", "7:nyc3"]),
+            None
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn the_temporary_data_dir_lives_as_long_as_the_cloud() {
+        let opened = InProcess::open(&config(&[]), Some("1")).unwrap();
+        let dir = opened.data_dir().to_path_buf();
+        assert!(dir.join("volumes").is_dir(), "{}", dir.display());
+        assert_eq!(opened.cloud.list_droplets().len(), 3);
+        drop(opened);
+        assert!(!dir.exists());
+    }
+}

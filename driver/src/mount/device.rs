@@ -1,0 +1,361 @@
+//! Block devices: the stable by-id links that name them, waiting for a link to appear,
+//! device sizes, and (loop mode) the simulated hot-plug that attaches a volume's image
+//! file as a loop device.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::command;
+use super::mountinfo::DeviceId;
+use super::MountError;
+
+/// A block device node and its device number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockDevice {
+    /// The device node, links resolved (e.g. /dev/loop3).
+    pub path: PathBuf,
+    pub id: DeviceId,
+}
+
+/// Resolve `path` (a device node or a link to one) to the block device it names.
+pub fn inspect(path: &Path) -> Result<BlockDevice, MountError> {
+    let not_found = || MountError::DeviceNotFound {
+        path: path.to_path_buf(),
+    };
+    let canonical = match std::fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => return Err(MountError::io(format!("resolving {}", path.display()), e)),
+    };
+    let meta = match std::fs::metadata(&canonical) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found()),
+        Err(e) => {
+            return Err(MountError::io(
+                format!("inspecting {}", canonical.display()),
+                e,
+            ))
+        }
+    };
+    if !meta.file_type().is_block_device() {
+        return Err(MountError::UnusablePath {
+            field: "device",
+            path: path.to_path_buf(),
+            reason: format!("resolves to {}, not a block device", canonical.display()),
+        });
+    }
+    Ok(BlockDevice {
+        path: canonical,
+        id: DeviceId::from_dev_t(meta.rdev()),
+    })
+}
+
+nix::ioctl_read!(blk_get_size64, 0x12, 114, u64);
+
+/// The size of a block device in bytes (BLKGETSIZE64).
+pub fn size_bytes(device: &Path) -> Result<u64, MountError> {
+    let file = File::open(device)
+        .map_err(|e| MountError::io(format!("opening {}", device.display()), e))?;
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is valid.
+    unsafe { blk_get_size64(file.as_raw_fd(), &mut size) }
+        .map_err(|e| MountError::sys(format!("reading the size of {}", device.display()), e))?;
+    Ok(size)
+}
+
+/// Whether the kernel still has a block device with this number.
+pub fn exists(id: DeviceId) -> bool {
+    Path::new(&format!("/sys/dev/block/{id}")).exists()
+}
+
+/// The device node for a device number, from sysfs (`DEVNAME`), checked against /dev.
+pub fn by_number(id: DeviceId) -> Result<BlockDevice, MountError> {
+    let uevent_path = format!("/sys/dev/block/{id}/uevent");
+    let uevent = std::fs::read_to_string(&uevent_path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            MountError::DeviceNotFound {
+                path: PathBuf::from(format!("/sys/dev/block/{id}")),
+            }
+        } else {
+            MountError::io(format!("reading {uevent_path}"), e)
+        }
+    })?;
+    let name = uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVNAME="))
+        .ok_or_else(|| MountError::DeviceNotFound {
+            path: PathBuf::from(&uevent_path),
+        })?;
+    let device = inspect(&Path::new("/dev").join(name))?;
+    if device.id != id {
+        return Err(MountError::DeviceNotFound {
+            path: PathBuf::from(format!("/dev/{name} (as {id})")),
+        });
+    }
+    Ok(device)
+}
+
+/// Wait until `link` names a block device, polling with a backoff, until `deadline`.
+pub async fn wait_for(link: &Path, deadline: Instant) -> Result<BlockDevice, MountError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match inspect(link) {
+            Err(MountError::DeviceNotFound { .. }) => {}
+            other => return other,
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(MountError::Timeout {
+                what: format!("device link {} appearing", link.display()),
+                waited: now - started,
+            });
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Make `link` a symlink to `device`, replacing a stale symlink (never anything else).
+pub fn link_to(link: &Path, device: &BlockDevice) -> Result<(), MountError> {
+    if let Some(dir) = link.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| MountError::io(format!("creating {}", dir.display()), e))?;
+    }
+    match std::fs::symlink_metadata(link) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            if std::fs::read_link(link).ok().as_deref() == Some(device.path.as_path()) {
+                return Ok(());
+            }
+            // Replace atomically: a reader sees the old link or the new one.
+            let mut name = link.file_name().unwrap_or_default().to_os_string();
+            name.push(format!(".tmp-{}", std::process::id()));
+            let temporary = link.with_file_name(name);
+            let _ = std::fs::remove_file(&temporary);
+            std::os::unix::fs::symlink(&device.path, &temporary)
+                .map_err(|e| MountError::io(format!("creating {}", temporary.display()), e))?;
+            std::fs::rename(&temporary, link).map_err(|e| {
+                let _ = std::fs::remove_file(&temporary);
+                MountError::io(format!("replacing {}", link.display()), e)
+            })
+        }
+        Ok(_) => Err(MountError::UnusablePath {
+            field: "device-link",
+            path: link.to_path_buf(),
+            reason: "exists and is not a symlink; not replacing it".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::os::unix::fs::symlink(&device.path, link)
+                .map_err(|e| MountError::io(format!("creating {}", link.display()), e))
+        }
+        Err(e) => Err(MountError::io(format!("inspecting {}", link.display()), e)),
+    }
+}
+
+/// Remove the symlinks in `dir` whose name starts with `prefix` and that point to the
+/// device `id`. Returns the links removed.
+pub fn remove_links_to(dir: &Path, prefix: &str, id: DeviceId) -> Result<Vec<PathBuf>, MountError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(MountError::io(format!("listing {}", dir.display()), e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| MountError::io(format!("listing {}", dir.display()), e))?;
+        let path = entry.path();
+        let is_link = entry.file_type().map(|t| t.is_symlink()).unwrap_or(false);
+        let named = entry.file_name().to_string_lossy().starts_with(prefix);
+        if !(is_link && named) {
+            continue;
+        }
+        if matches!(inspect(&path), Ok(device) if device.id == id) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(MountError::io(format!("removing {}", path.display()), e)),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// `struct loop_info64` from <linux/loop.h>.
+#[repr(C)]
+#[derive(Debug)]
+pub struct LoopInfo64 {
+    pub lo_device: u64,
+    pub lo_inode: u64,
+    pub lo_rdevice: u64,
+    pub lo_offset: u64,
+    pub lo_sizelimit: u64,
+    pub lo_number: u32,
+    pub lo_encrypt_type: u32,
+    pub lo_encrypt_key_size: u32,
+    pub lo_flags: u32,
+    pub lo_file_name: [u8; 64],
+    pub lo_crypt_name: [u8; 64],
+    pub lo_encrypt_key: [u8; 32],
+    pub lo_init: [u64; 2],
+}
+
+nix::ioctl_read_bad!(loop_get_status64, 0x4C05, LoopInfo64);
+
+/// The loop device backed by `image`, if one is attached. Matched by the image's device
+/// and inode (as `losetup -j` does), so a path spelled differently still matches.
+pub fn find_loop(image: &Path) -> Result<Option<BlockDevice>, MountError> {
+    let meta = match std::fs::metadata(image) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(MountError::io(format!("inspecting {}", image.display()), e)),
+    };
+    let entries =
+        std::fs::read_dir("/sys/block").map_err(|e| MountError::io("listing /sys/block", e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // Only bound loop devices have a `loop` directory.
+        if !name.starts_with("loop") || !entry.path().join("loop").exists() {
+            continue;
+        }
+        let node = Path::new("/dev").join(name.as_ref());
+        let Ok(file) = File::open(&node) else {
+            continue;
+        };
+        // SAFETY: LoopInfo64 is plain data, valid when zeroed.
+        let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+        // SAFETY: LOOP_GET_STATUS64 fills a loop_info64, which `info` is.
+        if unsafe { loop_get_status64(file.as_raw_fd(), &mut info) }.is_err() {
+            continue;
+        }
+        if info.lo_device == meta.dev() && info.lo_inode == meta.ino() {
+            return inspect(&node).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Attach `image` as a loop device unless it already is. Returns the device and whether
+/// this call attached it.
+pub async fn attach_loop(image: &Path) -> Result<(BlockDevice, bool), MountError> {
+    if let Some(device) = find_loop(image)? {
+        return Ok((device, false));
+    }
+    let args = command::args([
+        "--find".as_ref(),
+        "--show".as_ref(),
+        "--direct-io=off".as_ref(),
+        image.as_os_str(),
+    ]);
+    let output = command::run_ok("losetup", &args).await?;
+    let path = PathBuf::from(output.stdout.trim());
+    match inspect(&path) {
+        Ok(device) => Ok((device, true)),
+        Err(e) => {
+            let _ =
+                command::run("losetup", &command::args(["-d".as_ref(), path.as_os_str()])).await;
+            Err(e)
+        }
+    }
+}
+
+/// Detach a loop device. Already detached is fine.
+pub async fn detach_loop(device: &BlockDevice) -> Result<(), MountError> {
+    let args = command::args(["-d".as_ref(), device.path.as_os_str()]);
+    let output = command::run("losetup", &args).await?;
+    if output.code == Some(0) || output.stderr.contains("No such device or address") {
+        return Ok(());
+    }
+    Err(command::failure("losetup", &args, &output))
+}
+
+/// Make a loop device see its backing file's new size (after the controller grew it).
+pub async fn refresh_loop_capacity(device: &BlockDevice) -> Result<(), MountError> {
+    let args = command::args(["-c".as_ref(), device.path.as_os_str()]);
+    command::run_ok("losetup", &args).await.map(drop)
+}
+
+/// Whether `device` is a loop device.
+pub fn is_loop(device: &BlockDevice) -> bool {
+    device
+        .path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("loop"))
+        && device.id.major == 7
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_link_is_device_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("scsi-0DO_Volume_x");
+        assert!(matches!(
+            inspect(&link),
+            Err(MountError::DeviceNotFound { .. })
+        ));
+        std::os::unix::fs::symlink("/nonexistent/dev", &link).unwrap();
+        assert!(matches!(
+            inspect(&link),
+            Err(MountError::DeviceNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_regular_file_is_not_a_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"").unwrap();
+        let err = inspect(&file).unwrap_err();
+        assert!(err.to_string().contains("not a block device"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_link_that_never_appears_ends_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let deadline = Instant::now() + Duration::from_millis(120);
+        let err = wait_for(&dir.path().join("never"), deadline)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, MountError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("never"), "{err}");
+    }
+
+    #[test]
+    fn links_are_replaced_only_when_they_are_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let by_id = dir.path().join("by-id");
+        let link = by_id.join("scsi-0DO_Volume_a");
+        let null = BlockDevice {
+            path: PathBuf::from("/dev/null"),
+            id: DeviceId { major: 1, minor: 3 },
+        };
+        link_to(&link, &null).unwrap();
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            PathBuf::from("/dev/null")
+        );
+        let zero = BlockDevice {
+            path: PathBuf::from("/dev/zero"),
+            ..null.clone()
+        };
+        link_to(&link, &zero).unwrap();
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            PathBuf::from("/dev/zero")
+        );
+        assert_eq!(std::fs::read_dir(&by_id).unwrap().count(), 1);
+
+        let file = by_id.join("scsi-0DO_Volume_b");
+        std::fs::write(&file, b"data").unwrap();
+        assert!(link_to(&file, &null).is_err());
+        assert_eq!(std::fs::read(&file).unwrap(), b"data");
+    }
+}

@@ -1,0 +1,314 @@
+//! The resource tracker: everything a spec creates is recorded here and undone after
+//! the spec, in the order that can succeed, even when the spec failed or panicked.
+//!
+//! The fixtures of [`Ctx`] (`create_volume`, `controller_publish`, `node_stage`, …)
+//! record what they create. A spec that creates something by hand records it with
+//! [`Tracker::track`]; one that undoes something by hand may [`Tracker::forget`] it (not
+//! required: every undo tolerates "already gone").
+//!
+//! [`Ctx::cleanup`] undoes, per phase and newest first within a phase:
+//! node unpublish → node unstage → controller unpublish → delete group snapshots →
+//! delete snapshots → delete volumes → remove paths. Anything that fails is retried
+//! once after the rest (a clone may block its source, for example); what still fails is
+//! reported as one failure naming every leftover.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use csi_proto::v1::{
+    ControllerUnpublishVolumeRequest, DeleteSnapshotRequest, DeleteVolumeGroupSnapshotRequest,
+    DeleteVolumeRequest, NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest,
+};
+use tonic::Code;
+
+use crate::check::{Call, Failure};
+use crate::context::{Ctx, Ledger};
+use crate::paths::PathRole;
+use crate::secrets::Secret;
+
+/// Something a spec created that must be undone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Resource {
+    /// A volume: undone with DeleteVolume.
+    Volume { id: String },
+    /// A snapshot: undone with DeleteSnapshot.
+    Snapshot { id: String },
+    /// A group snapshot and its member snapshots: undone with DeleteVolumeGroupSnapshot.
+    GroupSnapshot {
+        id: String,
+        snapshot_ids: Vec<String>,
+    },
+    /// A volume published to a node: undone with ControllerUnpublishVolume.
+    ControllerPublish { volume_id: String, node_id: String },
+    /// A volume staged at a path: undone with NodeUnstageVolume.
+    NodeStage {
+        volume_id: String,
+        staging_path: String,
+    },
+    /// A volume published at a path: undone with NodeUnpublishVolume.
+    NodePublish {
+        volume_id: String,
+        target_path: String,
+    },
+    /// A directory the harness created for target or staging paths: removed last, with
+    /// the configured remove command or `rmdir` (never recursively).
+    Path { path: String, role: PathRole },
+}
+
+impl Resource {
+    /// Undo order: lower first.
+    fn phase(&self) -> u8 {
+        match self {
+            Resource::NodePublish { .. } => 0,
+            Resource::NodeStage { .. } => 1,
+            Resource::ControllerPublish { .. } => 2,
+            Resource::GroupSnapshot { .. } => 3,
+            Resource::Snapshot { .. } => 4,
+            Resource::Volume { .. } => 5,
+            Resource::Path { .. } => 6,
+        }
+    }
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resource::Volume { id } => write!(f, "volume {id}"),
+            Resource::Snapshot { id } => write!(f, "snapshot {id}"),
+            Resource::GroupSnapshot { id, .. } => write!(f, "group snapshot {id}"),
+            Resource::ControllerPublish { volume_id, node_id } => {
+                write!(f, "volume {volume_id} published to node {node_id}")
+            }
+            Resource::NodeStage {
+                volume_id,
+                staging_path,
+            } => write!(f, "volume {volume_id} staged at {staging_path}"),
+            Resource::NodePublish {
+                volume_id,
+                target_path,
+            } => write!(f, "volume {volume_id} published at {target_path}"),
+            Resource::Path { path, .. } => write!(f, "directory {path}"),
+        }
+    }
+}
+
+/// What one spec created and has not undone yet. Shared by the clones of a [`Ctx`].
+pub struct Tracker {
+    entries: Mutex<Vec<Resource>>,
+    ledger: Arc<Mutex<Ledger>>,
+    spec_name: String,
+}
+
+impl Tracker {
+    pub(crate) fn new(ledger: Arc<Mutex<Ledger>>, spec_name: &str) -> Tracker {
+        Tracker {
+            entries: Mutex::new(Vec::new()),
+            ledger,
+            spec_name: spec_name.to_string(),
+        }
+    }
+
+    /// Record that the spec created `resource`. Recording the same thing twice is
+    /// harmless (an idempotent retry returns the same volume): it is undone once.
+    pub fn track(&self, resource: Resource) {
+        {
+            let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+            match &resource {
+                Resource::Volume { id } => {
+                    ledger.volumes.insert(id.clone(), self.spec_name.clone());
+                }
+                Resource::Snapshot { id } => {
+                    ledger.snapshots.insert(id.clone(), self.spec_name.clone());
+                }
+                Resource::GroupSnapshot { snapshot_ids, .. } => {
+                    for id in snapshot_ids {
+                        ledger.snapshots.insert(id.clone(), self.spec_name.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if !entries.contains(&resource) {
+            entries.push(resource);
+        }
+    }
+
+    /// Forget `resource` (the spec undid it itself). Returns whether it was tracked.
+    pub fn forget(&self, resource: &Resource) -> bool {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let before = entries.len();
+        entries.retain(|r| r != resource);
+        before != entries.len()
+    }
+
+    /// What is tracked now, oldest first.
+    pub fn resources(&self) -> Vec<Resource> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Take everything out, in undo order.
+    fn drain_in_undo_order(&self) -> Vec<Resource> {
+        let mut entries: Vec<Resource> =
+            std::mem::take(&mut *self.entries.lock().unwrap_or_else(|e| e.into_inner()));
+        entries.reverse();
+        // Stable sort: newest first within a phase.
+        entries.sort_by_key(Resource::phase);
+        entries
+    }
+}
+
+/// Codes worth retrying during cleanup: the driver is busy, or still finishing the
+/// previous step.
+const RETRYABLE: &[Code] = &[
+    Code::Aborted,
+    Code::Unavailable,
+    Code::DeadlineExceeded,
+    Code::FailedPrecondition,
+    Code::ResourceExhausted,
+];
+
+/// Codes that mean "already undone".
+const GONE: &[Code] = &[Code::NotFound];
+
+const CLEANUP_RULE: &str = "cleanup: every resource a spec created must be removable after it (node unpublish, node unstage, controller unpublish, delete snapshots, delete volumes)";
+
+impl Ctx {
+    /// Undo everything this spec's tracker holds, in order. Runners call this after
+    /// every spec; a spec may call it early. Every step accepts OK and NOT_FOUND.
+    pub async fn cleanup(&self) -> Result<(), Failure> {
+        let mut pending = self.spec.tracker.drain_in_undo_order();
+        let mut errors: Vec<(Resource, Failure)> = Vec::new();
+        for round in 0..2 {
+            errors.clear();
+            for resource in std::mem::take(&mut pending) {
+                if let Err(f) = self.undo_with_retries(&resource).await {
+                    errors.push((resource, f));
+                }
+            }
+            if errors.is_empty() || round == 1 {
+                break;
+            }
+            pending = errors.iter().map(|(r, _)| r.clone()).collect();
+            pending.sort_by_key(Resource::phase);
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let (first_resource, first) = errors[0].clone();
+        let mut failure = first;
+        failure.step = Some(format!("cleanup: undoing {first_resource}"));
+        if errors.len() > 1 {
+            let others: Vec<String> = errors[1..]
+                .iter()
+                .map(|(r, f)| format!("{r} ({})", f.actual))
+                .collect();
+            failure.actual = format!(
+                "{}; also left over: {}",
+                failure.actual,
+                others.join("; ")
+            );
+        }
+        failure.rule = CLEANUP_RULE.to_string();
+        Err(failure)
+    }
+
+    async fn undo_with_retries(&self, resource: &Resource) -> Result<(), Failure> {
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.undo(resource).await {
+                Ok(()) => return Ok(()),
+                Err((code, failure)) => {
+                    if attempt >= 6 || !RETRYABLE.contains(&code) {
+                        return Err(failure);
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(3));
+                }
+            }
+        }
+    }
+
+    /// One undo attempt; on failure, the code (for retry decisions) and the failure.
+    async fn undo(&self, resource: &Resource) -> Result<(), (Code, Failure)> {
+        fn settle<T: std::fmt::Debug>(call: Call<T>) -> Result<(), (Code, Failure)> {
+            let code = call.status_code();
+            call.ok_or_code_in(GONE, CLEANUP_RULE)
+                .map(|_| ())
+                .map_err(|f| (code, f))
+        }
+        match resource {
+            Resource::NodePublish {
+                volume_id,
+                target_path,
+            } => settle(crate::call!(
+                self.node(),
+                node_unpublish_volume,
+                "NodeUnpublishVolume",
+                NodeUnpublishVolumeRequest {
+                    volume_id: volume_id.clone(),
+                    target_path: target_path.clone(),
+                }
+            )),
+            Resource::NodeStage {
+                volume_id,
+                staging_path,
+            } => settle(crate::call!(
+                self.node(),
+                node_unstage_volume,
+                "NodeUnstageVolume",
+                NodeUnstageVolumeRequest {
+                    volume_id: volume_id.clone(),
+                    staging_target_path: staging_path.clone(),
+                }
+            )),
+            Resource::ControllerPublish { volume_id, node_id } => settle(crate::call!(
+                self.controller(),
+                controller_unpublish_volume,
+                "ControllerUnpublishVolume",
+                ControllerUnpublishVolumeRequest {
+                    volume_id: volume_id.clone(),
+                    node_id: node_id.clone(),
+                    secrets: self.secrets(Secret::ControllerUnpublishVolume),
+                }
+            )),
+            Resource::GroupSnapshot { id, snapshot_ids } => settle(crate::call!(
+                self.group_controller(),
+                delete_volume_group_snapshot,
+                "DeleteVolumeGroupSnapshot",
+                DeleteVolumeGroupSnapshotRequest {
+                    group_snapshot_id: id.clone(),
+                    snapshot_ids: snapshot_ids.clone(),
+                    secrets: self.secrets(Secret::DeleteVolumeGroupSnapshot),
+                }
+            )),
+            Resource::Snapshot { id } => settle(crate::call!(
+                self.controller(),
+                delete_snapshot,
+                "DeleteSnapshot",
+                DeleteSnapshotRequest {
+                    snapshot_id: id.clone(),
+                    secrets: self.secrets(Secret::DeleteSnapshot),
+                }
+            )),
+            Resource::Volume { id } => settle(crate::call!(
+                self.controller(),
+                delete_volume,
+                "DeleteVolume",
+                DeleteVolumeRequest {
+                    volume_id: id.clone(),
+                    secrets: self.secrets(Secret::DeleteVolume),
+                }
+            )),
+            Resource::Path { path, role } => self
+                .remove_path(path, *role)
+                .await
+                .map_err(|f| (Code::Unknown, f)),
+        }
+    }
+}
