@@ -390,8 +390,9 @@ impl NodeService {
     ) -> Result<(), MountError> {
         let (device, attached_here) = self.obtain_device(&volume_id, &context, deadline).await?;
         let result = match &capability.access {
-            // A raw block volume is published straight from its device: nothing to stage.
-            Access::Block => Ok(()),
+            // A raw block volume is published straight from its device: nothing to stage,
+            // as long as the staging path does not say otherwise.
+            Access::Block => self.check_block_staging(&device, &staging),
             Access::Mount { fs, options } => {
                 let options = options.clone().with_read_only(capability.reader_only());
                 self.stage_filesystem(&volume_id, &device, &staging, *fs, &options)
@@ -402,6 +403,27 @@ impl NodeService {
             self.undo_attach(attached_here).await;
         }
         result
+    }
+
+    /// Staging as a raw block device mounts nothing, so it only has to make sure the
+    /// staging path is not in use as a filesystem staging (spec: ALREADY_EXISTS).
+    fn check_block_staging(&self, device: &BlockDevice, staging: &Path) -> Result<(), MountError> {
+        let Some(staging) = paths::resolve("staging_target_path", staging)? else {
+            return Ok(());
+        };
+        let table = MountTable::read()?;
+        match table.at(&staging) {
+            Some(existing) => Err(MountError::Conflict {
+                path: staging,
+                existing: describe(existing),
+                requested: format!(
+                    "{} ({}) staged as a raw block device, with nothing mounted",
+                    device.path.display(),
+                    device.id
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     async fn stage_filesystem(
@@ -455,6 +477,20 @@ impl NodeService {
             });
         }
 
+        // Published as a raw block device: it is staged as one, not as a filesystem.
+        if let Some(node) = device_node_on_fs(&table, device) {
+            if let Some(bind) = table.binds_of(&node).next() {
+                return Err(MountError::Conflict {
+                    path: staging,
+                    existing: format!(
+                        "nothing, but the volume is staged as a raw block device (published at {})",
+                        bind.mount_point.display()
+                    ),
+                    requested: format!("a {} filesystem", fs.name()),
+                });
+            }
+        }
+
         match fs::probe(&device.path).await? {
             Probe::Blank => {
                 fs::format(&device.path, fs).await?;
@@ -493,6 +529,12 @@ impl NodeService {
             if let Err(e) = self.grow_xfs_after_mount(device, &staging).await {
                 let _ = vfs::unmount_all(&staging);
                 return Err(e);
+            }
+        }
+        if self.loop_mode() && device::is_loop(device) {
+            // Only a safety net (see set_autoclear): NodeUnstageVolume detaches it anyway.
+            if let Err(e) = device::set_autoclear(device) {
+                tracing::warn!(volume_id, error = %e, "loop device not set to autoclear");
             }
         }
         Ok(())
@@ -585,25 +627,29 @@ impl NodeService {
 
     async fn unstage(&self, volume_id: String, staging: PathBuf) -> Result<(), MountError> {
         const FIELD: &str = "staging_target_path";
-        let mut unmounted = false;
+        // Loop mode: the simulated disk, found before anything is unmounted, because its
+        // autoclear may detach it the moment its filesystem goes.
+        let loop_device = if self.loop_mode() {
+            self.attached_loop(&volume_id)?
+        } else {
+            None
+        };
+        let table = MountTable::read()?;
+        let mut staged_at = None;
         if let Some(staging) = paths::resolve(FIELD, &staging)? {
             if paths::kind_of(&staging)? == Kind::Symlink {
                 return Err(refuse_symlink(FIELD, &staging));
             }
-            let table = MountTable::read()?;
             if let Some(entry) = table.at(&staging) {
-                if self.loop_mode() {
-                    let ours = self.attached_loop(&volume_id)?.map(|d| d.id);
-                    if ours != Some(entry.device) {
-                        return Err(MountError::UnusablePath {
-                            field: FIELD,
-                            path: staging,
-                            reason: format!(
-                                "holds {}, which is not volume {volume_id}; not unmounting it",
-                                describe(entry)
-                            ),
-                        });
-                    }
+                if self.loop_mode() && loop_device.as_ref().map(|d| d.id) != Some(entry.device) {
+                    return Err(MountError::UnusablePath {
+                        field: FIELD,
+                        path: staging,
+                        reason: format!(
+                            "holds {}, which is not volume {volume_id}; not unmounting it",
+                            describe(entry)
+                        ),
+                    });
                 }
                 let elsewhere: Vec<PathBuf> = table
                     .of_device(entry.device)
@@ -616,36 +662,48 @@ impl NodeService {
                         mounts: elsewhere,
                     });
                 }
+                staged_at = Some(staging);
+            }
+        }
+        let Some(loop_device) = loop_device else {
+            if let Some(staging) = staged_at {
                 vfs::unmount_all(&staging)?;
-                unmounted = true;
                 tracing::info!(volume_id, staging = %staging.display(), "unstaged");
+                return Ok(());
             }
+            // Not staged is fine, as long as the volume exists.
+            return self.check_volume_exists(&volume_id);
+        };
+        // Loop mode: unplug the simulated disk, which nothing else may use by now.
+        let users: Vec<PathBuf> = mounts_using(&table, &loop_device)
+            .into_iter()
+            .filter(|m| Some(m) != staged_at.as_ref())
+            .collect();
+        if !users.is_empty() {
+            return Err(MountError::InUse {
+                device: loop_device.path,
+                mounts: users,
+            });
         }
-        if !self.loop_mode() {
-            return Ok(());
-        }
-        // Loop mode: unplug the simulated disk.
-        match self.attached_loop(&volume_id)? {
-            Some(loop_device) => {
-                let users = mounts_using(&MountTable::read()?, &loop_device);
-                if !users.is_empty() {
-                    return Err(MountError::InUse {
-                        device: loop_device.path,
-                        mounts: users,
-                    });
+        // Links first: once detached, the loop device's number may go to another volume,
+        // whose link must not be taken for ours.
+        let links = device::remove_links_to(
+            &self.driver.config.device_dir,
+            &config::device_link_name(""),
+            loop_device.id,
+        )?;
+        if let Some(staging) = &staged_at {
+            if let Err(e) = vfs::unmount_all(staging) {
+                for link in &links {
+                    let _ = device::link_to(link, &loop_device);
                 }
-                device::remove_links_to(
-                    &self.driver.config.device_dir,
-                    &config::device_link_name(""),
-                    loop_device.id,
-                )?;
-                tracing::info!(volume_id, device = %loop_device.path.display(), "detached loop device");
-                Ok(())
+                return Err(e);
             }
-            None if unmounted => Ok(()),
-            // Not staged: fine, as long as the volume exists.
-            None => self.check_volume_exists(&volume_id),
+            tracing::info!(volume_id, staging = %staging.display(), "unstaged");
         }
+        device::detach_loop(&loop_device).await?;
+        tracing::info!(volume_id, device = %loop_device.path.display(), "detached loop device");
+        Ok(())
     }
 
     // ---- NodePublishVolume ----
@@ -733,7 +791,7 @@ impl NodeService {
                 ),
             });
         }
-        if false && capability.single_target() {
+        if capability.single_target() {
             if let Some(other) = table
                 .of_device(staged.device)
                 .find(|e| e.mount_point != staging && e.mount_point != target)
@@ -854,12 +912,16 @@ impl NodeService {
     async fn unpublish(&self, volume_id: String, target: PathBuf) -> Result<(), MountError> {
         const FIELD: &str = "target_path";
         let Some(target) = paths::resolve(FIELD, &target)? else {
-            return Ok(());
+            return self.check_volume_exists(&volume_id);
         };
         match paths::kind_of(&target)? {
-            Kind::Missing => return Ok(()),
+            Kind::Missing => return self.check_volume_exists(&volume_id),
             Kind::Symlink => return Err(refuse_symlink(FIELD, &target)),
             _ => {}
+        }
+        if MountTable::read()?.at(&target).is_none() {
+            // spec: an unknown volume is NOT_FOUND; what it might have left is not touched.
+            self.check_volume_exists(&volume_id)?;
         }
         if vfs::unmount_all(&target)? > 0 {
             tracing::info!(volume_id, target = %target.display(), "unpublished");

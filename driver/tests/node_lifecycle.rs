@@ -72,6 +72,8 @@ fn all_cases() -> Vec<Case> {
         true unstage_while_published_is_refused,
         true digitalocean_stage_waits_for_the_device_link,
         true a_concurrent_operation_on_the_volume_is_aborted,
+        true a_volume_deleted_while_staged_can_still_be_unstaged,
+        true a_mount_that_vanishes_takes_its_loop_device_with_it,
     ]
 }
 
@@ -221,10 +223,8 @@ async fn capabilities_advertise_what_is_implemented(env: Env) -> Result<()> {
     let mut got: Vec<i32> = caps
         .capabilities
         .iter()
-        .filter_map(|c| match c.r#type {
-            Some(node_service_capability::Type::Rpc(rpc)) => Some(rpc.r#type),
-            None => None,
-        })
+        .filter_map(|c| c.r#type)
+        .map(|node_service_capability::Type::Rpc(rpc)| rpc.r#type)
         .collect();
     got.sort();
     let mut want = vec![
@@ -483,8 +483,19 @@ async fn unknown_volume_is_not_found(env: Env) -> Result<()> {
         Code::NotFound,
         "ghost",
     )?;
-    // Unpublish of a target that does not exist is OK: nothing to undo.
-    expect_ok("unpublish", env.unpublish("ghost", &target).await)?;
+    // spec error table: an unknown volume is NOT_FOUND for unpublish too.
+    expect_code(
+        "unpublish",
+        env.unpublish("ghost", &target).await,
+        Code::NotFound,
+        "ghost",
+    )?;
+    // A known volume that is not published at a target that does not exist: OK.
+    env.image("known", 64 * MIB)?;
+    expect_ok(
+        "unpublish of nothing",
+        env.unpublish("known", &target).await,
+    )?;
     ensure!(leftovers(env.root())?.is_empty());
     Ok(())
 }
@@ -678,7 +689,37 @@ async fn staging_differently_is_already_exists(env: Env) -> Result<()> {
         "w's loop device stayed attached"
     );
     expect_ok("same again", env.stage("v", &staging, ext4()).await)?;
+    let block = block_cap(Mode::SingleNodeWriter);
+    expect_code(
+        "raw block now",
+        env.stage("v", &staging, block.clone()).await,
+        Code::AlreadyExists,
+        "already holds",
+    )?;
     env.unstage("v", &staging).await?;
+
+    // Staged and published as a raw block device, then asked for as a filesystem.
+    let target = env.target("t");
+    env.stage_and_publish("v", &staging, &target, block).await?;
+    expect_code(
+        "filesystem now",
+        env.stage("v", &staging, ext4()).await,
+        Code::AlreadyExists,
+        "raw block",
+    )?;
+    let fs = run(
+        "blkid",
+        &[
+            "-p",
+            "-o",
+            "value",
+            "-s",
+            "TYPE",
+            &path_text(&env.image_path("v")),
+        ],
+    )?;
+    ensure!(fs.trim() == "ext4", "the device was touched: {fs:?}");
+    env.unpublish_and_unstage("v", &staging, &target).await?;
 
     // Flags are honoured, and the same flags again are the same staging.
     let flags = mount_cap("ext4", &["noatime", "nosuid,nodev"], Mode::SingleNodeWriter);
@@ -1221,9 +1262,7 @@ async fn unstage_while_published_is_refused(env: Env) -> Result<()> {
 }
 
 async fn digitalocean_stage_waits_for_the_device_link(env: Env) -> Result<()> {
-    let dir = env.dir.clone();
-    drop(env);
-    let env = Env::start_in(dir, "digitalocean").await?;
+    let env = env.restart_as("digitalocean").await?;
     let image = env.image("v", 64 * MIB)?;
     let staging = env.staging("s")?;
     let target = env.target("t");
@@ -1286,10 +1325,8 @@ async fn digitalocean_stage_waits_for_the_device_link(env: Env) -> Result<()> {
 }
 
 async fn a_concurrent_operation_on_the_volume_is_aborted(env: Env) -> Result<()> {
-    let dir = env.dir.clone();
-    drop(env);
     // The digitalocean source waits for a link that never comes: a stage held in flight.
-    let env = Env::start_in(dir, "digitalocean").await?;
+    let env = env.restart_as("digitalocean").await?;
     let staging = env.staging("s")?;
     let request = NodeStageVolumeRequest {
         volume_id: "v".into(),
@@ -1320,5 +1357,57 @@ async fn a_concurrent_operation_on_the_volume_is_aborted(env: Env) -> Result<()>
     // The lock is released once the first call ends.
     tokio::time::sleep(Duration::from_millis(500)).await;
     expect_ok("unstage afterwards", env.unstage("v", &staging).await)?;
+    Ok(())
+}
+
+async fn a_volume_deleted_while_staged_can_still_be_unstaged(env: Env) -> Result<()> {
+    for (id, cap) in [("m", ext4()), ("b", block_cap(Mode::SingleNodeWriter))] {
+        env.image(id, 64 * MIB)?;
+        let staging = env.staging(id)?;
+        let target = env.target(id);
+        env.stage_and_publish(id, &staging, &target, cap).await?;
+        env.unpublish(id, &target).await?;
+        // The cloud deletes the image while the node still has it attached.
+        std::fs::remove_file(env.image_path(id))?;
+        expect_ok(&format!("{id}: unstage"), env.unstage(id, &staging).await)?;
+        let left = leftovers(env.root())?;
+        ensure!(left.is_empty(), "{id}: {left:?}");
+        // And now the volume is unknown.
+        expect_code(
+            &format!("{id}: unstage again"),
+            env.unstage(id, &staging).await,
+            Code::NotFound,
+            "no image at",
+        )?;
+    }
+    Ok(())
+}
+
+async fn a_mount_that_vanishes_takes_its_loop_device_with_it(env: Env) -> Result<()> {
+    let image = env.image("v", 64 * MIB)?;
+    let staging = env.staging("s")?;
+    env.stage("v", &staging, ext4()).await?;
+    ensure!(!loops_of(&image)?.is_empty(), "no loop device after stage");
+    // The staging mount goes without NodeUnstageVolume (as when a test's mount namespace
+    // ends): the kernel detaches the loop device by itself.
+    nix::mount::umount2(&staging, nix::mount::MntFlags::empty())?;
+    settle().await;
+    ensure!(
+        loops_of(&image)?.is_empty(),
+        "the loop device outlived its mount: {}",
+        loops_of(&image)?
+    );
+    expect_ok("unstage", env.unstage("v", &staging).await)?;
+    // Its link dangles until the next stage replaces it; the node never guesses which
+    // dangling link is whose.
+    let link = env
+        .root()
+        .join("by-id")
+        .join(csi_driver::config::device_link_name("v"));
+    ensure!(std::fs::symlink_metadata(&link).is_ok());
+    std::fs::remove_file(&link)?;
+    // A new stage works and finds the data.
+    env.stage("v", &staging, ext4()).await?;
+    env.unstage("v", &staging).await?;
     Ok(())
 }

@@ -116,7 +116,8 @@ impl DriverProcess {
                     "unix://{}",
                     self.socket.display()
                 ))
-                .expect("a valid endpoint");
+                .expect("a valid endpoint")
+                .timeout(PATIENCE);
                 if let Ok(channel) = endpoint.connect().await {
                     let probe = IdentityClient::new(channel.clone())
                         .probe(ProbeRequest {})
@@ -920,8 +921,11 @@ async fn the_token_and_csi_secrets_never_reach_the_logs() {
     let token = format!("dop_v1_{}", uuid::Uuid::new_v4().simple());
     let logs = run_with_token("env", &token, &token, "env").await;
     assert!(
-        logs.lines().count() > 10,
-        "trace logging produced almost nothing; the check would be empty:\n{logs}"
+        logs.lines().count() > 10
+            && ["CreateVolume", "ControllerPublishVolume", "NodeStageVolume"]
+                .iter()
+                .all(|rpc| logs.contains(rpc)),
+        "the driver logged too little for the check to mean anything:\n{logs}"
     );
     assert!(
         logs.contains("TRACE") || logs.contains("\"level\":\"trace\""),

@@ -29,7 +29,10 @@ impl Client {
             .expect("create request");
         assert_eq!(r.status().as_u16(), 201, "create failed");
         let body: Value = r.json().await.expect("create body");
-        body["volume"]["id"].as_str().unwrap_or_default().to_string()
+        body["volume"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     async fn get(&self, id: &str) {
@@ -101,7 +104,11 @@ async fn cell(concurrency: usize, total_ops: usize) -> (f64, f64, f64) {
         .collect();
     let per_client = (total_ops / concurrency).max(1);
     let ids: Vec<Vec<std::sync::Mutex<String>>> = (0..concurrency)
-        .map(|_| (0..per_client).map(|_| std::sync::Mutex::new(String::new())).collect())
+        .map(|_| {
+            (0..per_client)
+                .map(|_| std::sync::Mutex::new(String::new()))
+                .collect()
+        })
         .collect();
     let ids = std::sync::Arc::new(ids);
 
@@ -139,7 +146,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4000);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start tokio: {e}");

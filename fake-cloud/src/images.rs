@@ -203,7 +203,7 @@ mod tests {
         let dst = store.snapshot_path("snap");
         // Force the non-reflink path so it is tested on every file system.
         let source = File::open(&src)?;
-        let target = OpenOptions::new().write(true).create(true).open(&dst)?;
+        let target = OpenOptions::new().write(true).create_new(true).open(&dst)?;
         sparse_copy(&source, &target)?;
         drop(target);
 

@@ -21,7 +21,14 @@ impl Drop for Server {
 
 fn start(extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fake-cloud"))
-        .args(["--listen", "127.0.0.1:0", "--attach-latency", "0", "--jitter", "0"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--attach-latency",
+            "0",
+            "--jitter",
+            "0",
+        ])
         .args(extra)
         .env_remove("FAKE_CLOUD_TOKEN")
         .stdout(Stdio::piped())
@@ -30,7 +37,9 @@ fn start(extra: &[&str]) -> Server {
         .expect("spawn fake-cloud");
     let stdout = child.stdout.take().expect("stdout");
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read stdout");
     let base_url = line
         .trim()
         .strip_prefix("listening on ")
@@ -83,8 +92,14 @@ async fn flags_set_the_token_limits_and_droplets() {
     assert_eq!(account["account"]["volume_limit"], 15);
     assert_eq!(get(&server, "/v2/droplets/77", "from-file").await.0, 200);
     assert_eq!(get(&server, "/v2/droplets/1", "from-file").await.0, 404);
-    assert_eq!(get(&server, "/v2/regions", "from-file").await.1["meta"]["total"], 2);
-    assert_eq!(get(&server, "/admin/faults", "from-file").await.1["seed"], 9);
+    assert_eq!(
+        get(&server, "/v2/regions", "from-file").await.1["meta"]["total"],
+        2
+    );
+    assert_eq!(
+        get(&server, "/admin/faults", "from-file").await.1["seed"],
+        9
+    );
 }
 
 #[tokio::test]

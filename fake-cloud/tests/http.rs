@@ -31,7 +31,9 @@ impl Api {
     async fn start(config: CloudConfig) -> Api {
         let clock = Arc::new(VirtualClock::starting_now());
         let cloud = Cloud::with_clock(config, clock.clone());
-        let server = spawn(cloud.clone(), TOKEN.to_string()).await.expect("spawn server");
+        let server = spawn(cloud.clone(), TOKEN.to_string())
+            .await
+            .expect("spawn server");
         Api {
             server,
             http: reqwest::Client::new(),
@@ -44,7 +46,13 @@ impl Api {
         Api::start(config()).await
     }
 
-    async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Reply {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.server.base_url()));
@@ -116,7 +124,10 @@ fn assert_error(r: &Reply, status: u16, id: &str, text: &str) {
     assert_eq!(r.status.as_u16(), status, "{}", r.text);
     assert_eq!(r.body["id"], id, "{}", r.text);
     let message = r.body["message"].as_str().unwrap_or("");
-    assert!(message.contains(text), "{message:?} should contain {text:?}");
+    assert!(
+        message.contains(text),
+        "{message:?} should contain {text:?}"
+    );
     assert!(
         r.body["request_id"].as_str().is_some_and(|s| !s.is_empty()),
         "{}",
@@ -165,7 +176,10 @@ async fn a_volume_lives_through_create_attach_detach_and_delete() {
     assert_eq!(got.headers["content-type"], "application/json");
 
     let r = api
-        .action(&id, json!({"type": "attach", "droplet_id": 1, "region": "nyc3"}))
+        .action(
+            &id,
+            json!({"type": "attach", "droplet_id": 1, "region": "nyc3"}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     let action = &r.body["action"];
@@ -182,11 +196,16 @@ async fn a_volume_lives_through_create_attach_detach_and_delete() {
     let done = api.get(&format!("/v2/actions/{action_id}")).await;
     assert_eq!(done.body["action"]["status"], "completed");
     assert!(done.body["action"]["completed_at"].is_string());
-    let same = api.get(&format!("/v2/volumes/{id}/actions/{action_id}")).await;
+    let same = api
+        .get(&format!("/v2/volumes/{id}/actions/{action_id}"))
+        .await;
     assert_eq!(same.body["action"]["id"], action_id);
     let list = api.get(&format!("/v2/volumes/{id}/actions")).await;
     assert_eq!(list.body["meta"]["total"], 1);
-    assert_eq!(api.get(&format!("/v2/volumes/{id}")).await.body["volume"]["droplet_ids"], json!([1]));
+    assert_eq!(
+        api.get(&format!("/v2/volumes/{id}")).await.body["volume"]["droplet_ids"],
+        json!([1])
+    );
 
     let droplet = api.get("/v2/droplets/1").await;
     assert_eq!(droplet.status, StatusCode::OK);
@@ -194,16 +213,33 @@ async fn a_volume_lives_through_create_attach_detach_and_delete() {
     assert_eq!(droplet.body["droplet"]["volume_ids"], json!([id]));
     assert_eq!(droplet.body["droplet"]["region"]["slug"], "nyc3");
 
-    assert_error(&api.delete(&format!("/v2/volumes/{id}")).await, 409, "conflict", "attached volume cannot be deleted");
-    let r = api.action(&id, json!({"type": "detach", "droplet_id": 1})).await;
+    assert_error(
+        &api.delete(&format!("/v2/volumes/{id}")).await,
+        409,
+        "conflict",
+        "attached volume cannot be deleted",
+    );
+    let r = api
+        .action(&id, json!({"type": "detach", "droplet_id": 1}))
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert_eq!(r.body["action"]["type"], "detach_volume");
 
     let r = api.delete(&format!("/v2/volumes/{id}")).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(r.text, "");
-    assert_error(&api.get(&format!("/v2/volumes/{id}")).await, 404, "not_found", "could not be found");
-    assert_error(&api.delete(&format!("/v2/volumes/{id}")).await, 404, "not_found", "");
+    assert_error(
+        &api.get(&format!("/v2/volumes/{id}")).await,
+        404,
+        "not_found",
+        "could not be found",
+    );
+    assert_error(
+        &api.delete(&format!("/v2/volumes/{id}")).await,
+        404,
+        "not_found",
+        "",
+    );
 }
 
 #[tokio::test]
@@ -219,32 +255,117 @@ async fn state_machine_errors_keep_digitalocean_texts() {
         ..config()
     })
     .await;
-    let a = api.create_volume("a", 1).await["id"].as_str().unwrap().to_string();
-    let b = api.create_volume("b", 1).await["id"].as_str().unwrap().to_string();
+    let a = api.create_volume("a", 1).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = api.create_volume("b", 1).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
-    assert_error(&api.action(&a, json!({"type": "detach", "droplet_id": 1})).await, 422, "unprocessable_entity", "Attachment not found");
-    assert_eq!(api.action(&a, json!({"type": "attach", "droplet_id": 1})).await.status, StatusCode::ACCEPTED);
-    assert_error(&api.action(&b, json!({"type": "attach", "droplet_id": 1})).await, 422, "unprocessable_entity", "Droplet already has a pending event");
+    assert_error(
+        &api.action(&a, json!({"type": "detach", "droplet_id": 1}))
+            .await,
+        422,
+        "unprocessable_entity",
+        "Attachment not found",
+    );
+    assert_eq!(
+        api.action(&a, json!({"type": "attach", "droplet_id": 1}))
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
+    assert_error(
+        &api.action(&b, json!({"type": "attach", "droplet_id": 1}))
+            .await,
+        422,
+        "unprocessable_entity",
+        "Droplet already has a pending event",
+    );
     // Until the attach completes, the volume is not attached.
-    assert_eq!(api.get(&format!("/v2/volumes/{a}")).await.body["volume"]["droplet_ids"], json!([]));
+    assert_eq!(
+        api.get(&format!("/v2/volumes/{a}")).await.body["volume"]["droplet_ids"],
+        json!([])
+    );
     api.clock.advance(Duration::from_secs(30));
-    assert_eq!(api.get(&format!("/v2/volumes/{a}")).await.body["volume"]["droplet_ids"], json!([1]));
-    assert_error(&api.action(&a, json!({"type": "attach", "droplet_id": 2})).await, 422, "unprocessable_entity", "This volume is already attached");
-    assert_error(&api.action(&b, json!({"type": "attach", "droplet_id": 1})).await, 422, "unprocessable_entity", "cannot attach more volumes to the Droplet");
-    assert_error(&api.action(&a, json!({"type": "resize", "size_gigabytes": 1})).await, 422, "unprocessable_entity", "greater than");
-    assert_error(&api.action(&a, json!({"type": "attach", "droplet_id": 9})).await, 404, "not_found", "");
-    assert_error(&api.action("nope", json!({"type": "attach", "droplet_id": 1})).await, 404, "not_found", "");
-    assert_error(&api.action(&a, json!({"type": "resize", "size_gigabytes": 2, "region": "sfo3"})).await, 422, "unprocessable_entity", "region");
+    assert_eq!(
+        api.get(&format!("/v2/volumes/{a}")).await.body["volume"]["droplet_ids"],
+        json!([1])
+    );
+    assert_error(
+        &api.action(&a, json!({"type": "attach", "droplet_id": 2}))
+            .await,
+        422,
+        "unprocessable_entity",
+        "This volume is already attached",
+    );
+    assert_error(
+        &api.action(&b, json!({"type": "attach", "droplet_id": 1}))
+            .await,
+        422,
+        "unprocessable_entity",
+        "cannot attach more volumes to the Droplet",
+    );
+    assert_error(
+        &api.action(&a, json!({"type": "resize", "size_gigabytes": 1}))
+            .await,
+        422,
+        "unprocessable_entity",
+        "greater than",
+    );
+    assert_error(
+        &api.action(&a, json!({"type": "attach", "droplet_id": 9}))
+            .await,
+        404,
+        "not_found",
+        "",
+    );
+    assert_error(
+        &api.action("nope", json!({"type": "attach", "droplet_id": 1}))
+            .await,
+        404,
+        "not_found",
+        "",
+    );
+    assert_error(
+        &api.action(
+            &a,
+            json!({"type": "resize", "size_gigabytes": 2, "region": "sfo3"}),
+        )
+        .await,
+        422,
+        "unprocessable_entity",
+        "region",
+    );
 
-    let r = api.action(&b, json!({"type": "resize", "size_gigabytes": 3, "region": "nyc3"})).await;
+    let r = api
+        .action(
+            &b,
+            json!({"type": "resize", "size_gigabytes": 3, "region": "nyc3"}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     assert_eq!(r.body["action"]["type"], "resize_volume");
-    assert_error(&api.action(&b, json!({"type": "resize", "size_gigabytes": 4})).await, 422, "unprocessable_entity", "pending");
+    assert_error(
+        &api.action(&b, json!({"type": "resize", "size_gigabytes": 4}))
+            .await,
+        422,
+        "unprocessable_entity",
+        "pending",
+    );
     api.clock.advance(Duration::from_secs(30));
-    assert_eq!(api.get(&format!("/v2/volumes/{b}")).await.body["volume"]["size_gigabytes"], 3);
+    assert_eq!(
+        api.get(&format!("/v2/volumes/{b}")).await.body["volume"]["size_gigabytes"],
+        3
+    );
 
     let dup = api
-        .post("/v2/volumes", json!({"name": "a", "size_gigabytes": 1, "region": "nyc3"}))
+        .post(
+            "/v2/volumes",
+            json!({"name": "a", "size_gigabytes": 1, "region": "nyc3"}),
+        )
         .await;
     assert_error(&dup, 409, "conflict", "already exists");
 }
@@ -275,7 +396,10 @@ async fn pagination_links_show_only_the_pages_that_apply() {
     let next = first.body["links"]["pages"]["next"].as_str().unwrap();
     assert!(next.starts_with(&api.server.base_url()), "{next}");
     assert!(next.ends_with("/v2/volumes?page=2&per_page=2"), "{next}");
-    assert!(first.body["links"]["pages"]["last"].as_str().unwrap().contains("page=3"));
+    assert!(first.body["links"]["pages"]["last"]
+        .as_str()
+        .unwrap()
+        .contains("page=3"));
     assert_eq!(first.body["volumes"][0]["name"], "v0");
 
     let middle = api.get("/v2/volumes?page=2&per_page=2").await;
@@ -292,18 +416,36 @@ async fn pagination_links_show_only_the_pages_that_apply() {
     assert_eq!(past.body["volumes"], json!([]));
 
     // Filters survive in the links and narrow the total.
-    api.post("/v2/volumes", json!({"name": "v0", "size_gigabytes": 1, "region": "sfo3"})).await;
+    api.post(
+        "/v2/volumes",
+        json!({"name": "v0", "size_gigabytes": 1, "region": "sfo3"}),
+    )
+    .await;
     let named = api.get("/v2/volumes?name=v0&per_page=1").await;
     assert_eq!(named.body["meta"]["total"], 2);
-    assert!(named.body["links"]["pages"]["next"].as_str().unwrap().contains("name=v0&page=2&per_page=1"));
+    assert!(named.body["links"]["pages"]["next"]
+        .as_str()
+        .unwrap()
+        .contains("name=v0&page=2&per_page=1"));
     let both = api.get("/v2/volumes?name=v0&region=sfo3").await;
     assert_eq!(both.body["meta"]["total"], 1);
     assert_eq!(both.body["volumes"][0]["region"]["slug"], "sfo3");
 
     let full = api.get("/v2/volumes?per_page=200").await;
     assert_eq!(full.status, StatusCode::OK);
-    for bad in ["page=0", "per_page=0", "per_page=201", "page=abc", "per_page=-1"] {
-        assert_error(&api.get(&format!("/v2/volumes?{bad}")).await, 400, "bad_request", "");
+    for bad in [
+        "page=0",
+        "per_page=0",
+        "per_page=201",
+        "page=abc",
+        "per_page=-1",
+    ] {
+        assert_error(
+            &api.get(&format!("/v2/volumes?{bad}")).await,
+            400,
+            "bad_request",
+            "",
+        );
     }
 }
 
@@ -314,33 +456,129 @@ async fn bad_requests_get_4xx_in_the_digitalocean_shape_and_change_nothing() {
     let id = v["id"].as_str().unwrap();
 
     let raw = |body: &'static str| api.send(Method::POST, "/v2/volumes", Some(TOKEN), Some(body));
-    assert_error(&raw("{not json").await, 400, "bad_request", "malformed JSON");
+    assert_error(
+        &raw("{not json").await,
+        400,
+        "bad_request",
+        "malformed JSON",
+    );
     assert_error(&raw("").await, 400, "bad_request", "");
-    assert_error(&raw(r#"{"name":"x","size_gigabytes":1,"region":"nyc3","color":"red"}"#).await, 422, "unprocessable_entity", "unknown field");
-    assert_error(&raw(r#"{"name":"x","size_gigabytes":-1,"region":"nyc3"}"#).await, 422, "unprocessable_entity", "");
-    assert_error(&raw(r#"{"name":"x","size_gigabytes":"big","region":"nyc3"}"#).await, 422, "unprocessable_entity", "");
-    assert_error(&raw(r#"{"size_gigabytes":1,"region":"nyc3"}"#).await, 422, "unprocessable_entity", "name");
-    assert_error(&raw(r#"{"name":"x","size_gigabytes":0,"region":"nyc3"}"#).await, 422, "unprocessable_entity", "size_gigabytes");
-    assert_error(&raw(r#"{"name":"x","size_gigabytes":99999999999999999999,"region":"nyc3"}"#).await, 422, "unprocessable_entity", "");
-    assert_error(&raw(r#"{"name":"Bad Name","size_gigabytes":1,"region":"nyc3"}"#).await, 422, "unprocessable_entity", "name");
-    assert_error(&raw(r#"{"name":"x","size_gigabytes":1,"region":"mars1"}"#).await, 422, "unprocessable_entity", "region");
-    assert_error(&raw(r#"{"name":"x","size_gigabytes":1}"#).await, 422, "unprocessable_entity", "region is required");
+    assert_error(
+        &raw(r#"{"name":"x","size_gigabytes":1,"region":"nyc3","color":"red"}"#).await,
+        422,
+        "unprocessable_entity",
+        "unknown field",
+    );
+    assert_error(
+        &raw(r#"{"name":"x","size_gigabytes":-1,"region":"nyc3"}"#).await,
+        422,
+        "unprocessable_entity",
+        "",
+    );
+    assert_error(
+        &raw(r#"{"name":"x","size_gigabytes":"big","region":"nyc3"}"#).await,
+        422,
+        "unprocessable_entity",
+        "",
+    );
+    assert_error(
+        &raw(r#"{"size_gigabytes":1,"region":"nyc3"}"#).await,
+        422,
+        "unprocessable_entity",
+        "name",
+    );
+    assert_error(
+        &raw(r#"{"name":"x","size_gigabytes":0,"region":"nyc3"}"#).await,
+        422,
+        "unprocessable_entity",
+        "size_gigabytes",
+    );
+    assert_error(
+        &raw(r#"{"name":"x","size_gigabytes":99999999999999999999,"region":"nyc3"}"#).await,
+        422,
+        "unprocessable_entity",
+        "",
+    );
+    assert_error(
+        &raw(r#"{"name":"Bad Name","size_gigabytes":1,"region":"nyc3"}"#).await,
+        422,
+        "unprocessable_entity",
+        "name",
+    );
+    assert_error(
+        &raw(r#"{"name":"x","size_gigabytes":1,"region":"mars1"}"#).await,
+        422,
+        "unprocessable_entity",
+        "region",
+    );
+    assert_error(
+        &raw(r#"{"name":"x","size_gigabytes":1}"#).await,
+        422,
+        "unprocessable_entity",
+        "region is required",
+    );
     assert_error(&raw(r#"[1,2,3]"#).await, 422, "unprocessable_entity", "");
 
     let actions_path = format!("/v2/volumes/{id}/actions");
     let act = |body: &'static str| api.send(Method::POST, &actions_path, Some(TOKEN), Some(body));
-    assert_error(&act(r#"{"type":"explode"}"#).await, 422, "unprocessable_entity", "unknown action type");
-    assert_error(&act(r#"{"type":"attach"}"#).await, 422, "unprocessable_entity", "droplet_id");
-    assert_error(&act(r#"{"type":"resize"}"#).await, 422, "unprocessable_entity", "size_gigabytes");
-    assert_error(&act(r#"{"type":"attach","droplet_id":1,"force":true}"#).await, 422, "unprocessable_entity", "unknown field");
-    assert_error(&act(r#"{"type":"attach","droplet_id":"one"}"#).await, 422, "unprocessable_entity", "");
+    assert_error(
+        &act(r#"{"type":"explode"}"#).await,
+        422,
+        "unprocessable_entity",
+        "unknown action type",
+    );
+    assert_error(
+        &act(r#"{"type":"attach"}"#).await,
+        422,
+        "unprocessable_entity",
+        "droplet_id",
+    );
+    assert_error(
+        &act(r#"{"type":"resize"}"#).await,
+        422,
+        "unprocessable_entity",
+        "size_gigabytes",
+    );
+    assert_error(
+        &act(r#"{"type":"attach","droplet_id":1,"force":true}"#).await,
+        422,
+        "unprocessable_entity",
+        "unknown field",
+    );
+    assert_error(
+        &act(r#"{"type":"attach","droplet_id":"one"}"#).await,
+        422,
+        "unprocessable_entity",
+        "",
+    );
 
-    assert_error(&api.get("/v2/actions/not-a-number").await, 404, "not_found", "");
+    assert_error(
+        &api.get("/v2/actions/not-a-number").await,
+        404,
+        "not_found",
+        "",
+    );
     assert_error(&api.get("/v2/actions/123456").await, 404, "not_found", "");
     assert_error(&api.get("/v2/droplets/abc").await, 404, "not_found", "");
-    assert_error(&api.get("/v2/nothing/here").await, 404, "not_found", "could not be found");
-    assert_error(&api.send(Method::PUT, "/v2/volumes", Some(TOKEN), None).await, 405, "method_not_allowed", "");
-    assert_error(&api.get("/v2/snapshots?resource_type=planet").await, 400, "bad_request", "");
+    assert_error(
+        &api.get("/v2/nothing/here").await,
+        404,
+        "not_found",
+        "could not be found",
+    );
+    assert_error(
+        &api.send(Method::PUT, "/v2/volumes", Some(TOKEN), None)
+            .await,
+        405,
+        "method_not_allowed",
+        "",
+    );
+    assert_error(
+        &api.get("/v2/snapshots?resource_type=planet").await,
+        400,
+        "bad_request",
+        "",
+    );
 
     // Nothing above changed the cloud.
     let list = api.get("/v2/volumes").await;
@@ -355,7 +593,10 @@ async fn snapshots_round_trip_and_seed_new_volumes() {
     let v = api.create_volume("src", 4).await;
     let id = v["id"].as_str().unwrap();
     let r = api
-        .post(&format!("/v2/volumes/{id}/snapshots"), json!({"name": "snap one", "tags": ["a"]}))
+        .post(
+            &format!("/v2/volumes/{id}/snapshots"),
+            json!({"name": "snap one", "tags": ["a"]}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let snap = &r.body["snapshot"];
@@ -368,33 +609,67 @@ async fn snapshots_round_trip_and_seed_new_volumes() {
     assert!(snap["size_gigabytes"].is_f64());
     assert_eq!(snap["tags"], json!(["a"]));
 
-    let dup = api.post(&format!("/v2/volumes/{id}/snapshots"), json!({"name": "snap one"})).await;
+    let dup = api
+        .post(
+            &format!("/v2/volumes/{id}/snapshots"),
+            json!({"name": "snap one"}),
+        )
+        .await;
     assert_error(&dup, 409, "conflict", "already exists");
-    assert_eq!(api.get("/v2/snapshots?resource_type=volume").await.body["meta"]["total"], 1);
-    assert_eq!(api.get("/v2/snapshots?resource_type=droplet").await.body["meta"]["total"], 0);
-    assert_eq!(api.get(&format!("/v2/volumes/{id}/snapshots")).await.body["snapshots"][0]["id"], snap_id.as_str());
-    assert_eq!(api.get(&format!("/v2/snapshots/{snap_id}")).await.body["snapshot"]["name"], "snap one");
+    assert_eq!(
+        api.get("/v2/snapshots?resource_type=volume").await.body["meta"]["total"],
+        1
+    );
+    assert_eq!(
+        api.get("/v2/snapshots?resource_type=droplet").await.body["meta"]["total"],
+        0
+    );
+    assert_eq!(
+        api.get(&format!("/v2/volumes/{id}/snapshots")).await.body["snapshots"][0]["id"],
+        snap_id.as_str()
+    );
+    assert_eq!(
+        api.get(&format!("/v2/snapshots/{snap_id}")).await.body["snapshot"]["name"],
+        "snap one"
+    );
 
     let small = api
-        .post("/v2/volumes", json!({"name": "restored", "size_gigabytes": 3, "snapshot_id": snap_id}))
+        .post(
+            "/v2/volumes",
+            json!({"name": "restored", "size_gigabytes": 3, "snapshot_id": snap_id}),
+        )
         .await;
     assert_error(&small, 422, "unprocessable_entity", "min_disk_size");
     // Region comes from the snapshot when left out.
     let ok = api
-        .post("/v2/volumes", json!({"name": "restored", "size_gigabytes": 4, "snapshot_id": snap_id}))
+        .post(
+            "/v2/volumes",
+            json!({"name": "restored", "size_gigabytes": 4, "snapshot_id": snap_id}),
+        )
         .await;
     assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
     assert_eq!(ok.body["volume"]["snapshot_id"], snap_id.as_str());
     assert_eq!(ok.body["volume"]["region"]["slug"], "nyc3");
 
     let clone = api
-        .post("/v2/volumes", json!({"name": "clone", "size_gigabytes": 4, "region": "nyc3", "source_volume_id": id}))
+        .post(
+            "/v2/volumes",
+            json!({"name": "clone", "size_gigabytes": 4, "region": "nyc3", "source_volume_id": id}),
+        )
         .await;
     assert_eq!(clone.status, StatusCode::CREATED, "{}", clone.text);
     assert_eq!(clone.body["volume"]["source_volume_id"], id);
 
-    assert_eq!(api.delete(&format!("/v2/snapshots/{snap_id}")).await.status, StatusCode::NO_CONTENT);
-    assert_error(&api.get(&format!("/v2/snapshots/{snap_id}")).await, 404, "not_found", "");
+    assert_eq!(
+        api.delete(&format!("/v2/snapshots/{snap_id}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_error(
+        &api.get(&format!("/v2/snapshots/{snap_id}")).await,
+        404,
+        "not_found",
+        "",
+    );
 }
 
 #[tokio::test]
@@ -403,7 +678,12 @@ async fn tags_account_regions_and_delete_by_name() {
     let v = api.create_volume("tagged", 2).await;
     let id = v["id"].as_str().unwrap();
     let r = api
-        .send(Method::PATCH, &format!("/v2/volumes/{id}"), Some(TOKEN), Some(r#"{"tags":["x","k8s:y"]}"#))
+        .send(
+            Method::PATCH,
+            &format!("/v2/volumes/{id}"),
+            Some(TOKEN),
+            Some(r#"{"tags":["x","k8s:y"]}"#),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["volume"]["tags"], json!(["x", "k8s:y"]));
@@ -413,9 +693,24 @@ async fn tags_account_regions_and_delete_by_name() {
     assert_eq!(account.body["account"]["status"], "active");
     assert_eq!(api.get("/v2/regions").await.body["meta"]["total"], 3);
 
-    assert_error(&api.delete("/v2/volumes?name=tagged").await, 422, "unprocessable_entity", "region");
-    assert_error(&api.delete("/v2/volumes?name=other&region=nyc3").await, 404, "not_found", "");
-    assert_eq!(api.delete("/v2/volumes?name=tagged&region=nyc3").await.status, StatusCode::NO_CONTENT);
+    assert_error(
+        &api.delete("/v2/volumes?name=tagged").await,
+        422,
+        "unprocessable_entity",
+        "region",
+    );
+    assert_error(
+        &api.delete("/v2/volumes?name=other&region=nyc3").await,
+        404,
+        "not_found",
+        "",
+    );
+    assert_eq!(
+        api.delete("/v2/volumes?name=tagged&region=nyc3")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(api.get("/v2/volumes").await.body["meta"]["total"], 0);
 }
 
@@ -434,7 +729,11 @@ async fn the_per_minute_budget_counts_requests_and_429s_past_it() {
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(r.headers["ratelimit-limit"], "3");
         assert_eq!(r.headers["ratelimit-remaining"], remaining);
-        assert!(r.headers["ratelimit-reset"].to_str().unwrap().parse::<i64>().is_ok());
+        assert!(r.headers["ratelimit-reset"]
+            .to_str()
+            .unwrap()
+            .parse::<i64>()
+            .is_ok());
     }
     api.clock.advance(Duration::from_secs(20));
     let r = api.get("/v2/account").await;
@@ -461,22 +760,46 @@ async fn statuses(api: &Api, n: usize) -> Vec<u16> {
 #[tokio::test]
 async fn injected_5xx_and_429_are_reproducible_from_the_seed() {
     let api = Api::default().await;
-    let faults = json!({"seed": 7, "error_rate_5xx": 0.3, "rate_429": 0.2, "rate_limit_per_minute": 0});
-    assert_eq!(api.put("/admin/faults", faults.clone()).await.status, StatusCode::OK);
+    let faults =
+        json!({"seed": 7, "error_rate_5xx": 0.3, "rate_429": 0.2, "rate_limit_per_minute": 0});
+    assert_eq!(
+        api.put("/admin/faults", faults.clone()).await.status,
+        StatusCode::OK
+    );
     let first = statuses(&api, 60).await;
-    assert!(first.contains(&500) && first.contains(&429) && first.contains(&200), "{first:?}");
+    assert!(
+        first.contains(&500) && first.contains(&429) && first.contains(&200),
+        "{first:?}"
+    );
     // Setting the same faults again reseeds: the same sequence follows.
     api.put("/admin/faults", faults).await;
     assert_eq!(statuses(&api, 60).await, first);
     api.put("/admin/faults", json!({"seed": 8})).await;
     assert_ne!(statuses(&api, 60).await, first);
 
-    api.put("/admin/faults", json!({"seed": 7, "error_rate_5xx": 0.0, "rate_429": 1.0})).await;
+    api.put(
+        "/admin/faults",
+        json!({"seed": 7, "error_rate_5xx": 0.0, "rate_429": 1.0}),
+    )
+    .await;
     let r = api.get("/v2/account").await;
     assert_error(&r, 429, "too_many_requests", "API rate limit exceeded.");
     assert_eq!(r.headers["retry-after"], "1");
-    api.put("/admin/faults", json!({"rate_429": 0.0, "error_rate_5xx": 1.0})).await;
-    assert_error(&api.post("/v2/volumes", json!({"name": "never", "size_gigabytes": 1, "region": "nyc3"})).await, 500, "server_error", "");
+    api.put(
+        "/admin/faults",
+        json!({"rate_429": 0.0, "error_rate_5xx": 1.0}),
+    )
+    .await;
+    assert_error(
+        &api.post(
+            "/v2/volumes",
+            json!({"name": "never", "size_gigabytes": 1, "region": "nyc3"}),
+        )
+        .await,
+        500,
+        "server_error",
+        "",
+    );
     // A 5xx before the change means no change.
     assert_eq!(api.cloud.list_volumes(None, None, 1, 20).unwrap().total, 0);
 }
@@ -484,17 +807,25 @@ async fn injected_5xx_and_429_are_reproducible_from_the_seed() {
 #[tokio::test]
 async fn a_lost_response_still_applies_the_change() {
     let api = Api::default().await;
-    api.put("/admin/faults", json!({"lost_response_rate": 1.0})).await;
+    api.put("/admin/faults", json!({"lost_response_rate": 1.0}))
+        .await;
     let r = api
-        .post("/v2/volumes", json!({"name": "ghost", "size_gigabytes": 1, "region": "nyc3"}))
+        .post(
+            "/v2/volumes",
+            json!({"name": "ghost", "size_gigabytes": 1, "region": "nyc3"}),
+        )
         .await;
     assert_error(&r, 500, "server_error", "");
-    api.put("/admin/faults", json!({"lost_response_rate": 0.0})).await;
+    api.put("/admin/faults", json!({"lost_response_rate": 0.0}))
+        .await;
     // The retry finds the name taken: the idempotency case a driver must handle.
     let list = api.get("/v2/volumes?name=ghost&region=nyc3").await;
     assert_eq!(list.body["meta"]["total"], 1);
     let retry = api
-        .post("/v2/volumes", json!({"name": "ghost", "size_gigabytes": 1, "region": "nyc3"}))
+        .post(
+            "/v2/volumes",
+            json!({"name": "ghost", "size_gigabytes": 1, "region": "nyc3"}),
+        )
         .await;
     assert_error(&retry, 409, "conflict", "already exists");
 }
@@ -505,36 +836,76 @@ async fn admin_routes_change_faults_latency_and_droplets() {
     let faults = api.get("/admin/faults").await;
     assert_eq!(faults.body["rate_limit_per_minute"], 0);
     assert_eq!(faults.body["seed"], 0);
-    assert_error(&api.put("/admin/faults", json!({"error_rate_5xx": 1.5})).await, 422, "unprocessable_entity", "error_rate_5xx");
-    assert_error(&api.put("/admin/faults", json!({"typo": 1})).await, 422, "unprocessable_entity", "unknown field");
-    let r = api.put("/admin/faults", json!({"action_error_rate": 1.0})).await;
+    assert_error(
+        &api.put("/admin/faults", json!({"error_rate_5xx": 1.5}))
+            .await,
+        422,
+        "unprocessable_entity",
+        "error_rate_5xx",
+    );
+    assert_error(
+        &api.put("/admin/faults", json!({"typo": 1})).await,
+        422,
+        "unprocessable_entity",
+        "unknown field",
+    );
+    let r = api
+        .put("/admin/faults", json!({"action_error_rate": 1.0}))
+        .await;
     assert_eq!(r.body["action_error_rate"], 1.0);
     assert_eq!(api.cloud.faults().action_error_rate, 1.0);
 
-    let r = api.put("/admin/latency", json!({"attach_ms": 5000, "jitter_ms": 0})).await;
+    let r = api
+        .put("/admin/latency", json!({"attach_ms": 5000, "jitter_ms": 0}))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["attach_ms"], 5000);
     assert_eq!(api.get("/admin/latency").await.body["attach_ms"], 5000);
 
-    let r = api.post("/admin/droplets", json!({"id": 42, "region": "nyc3"})).await;
+    let r = api
+        .post("/admin/droplets", json!({"id": 42, "region": "nyc3"}))
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["droplet"]["id"], 42);
-    assert_error(&api.post("/admin/droplets", json!({"id": 43, "region": "mars1"})).await, 422, "unprocessable_entity", "region");
-    assert_eq!(api.get("/admin/droplets").await.body["droplets"].as_array().unwrap().len(), 3);
+    assert_error(
+        &api.post("/admin/droplets", json!({"id": 43, "region": "mars1"}))
+            .await,
+        422,
+        "unprocessable_entity",
+        "region",
+    );
+    assert_eq!(
+        api.get("/admin/droplets").await.body["droplets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     assert_eq!(api.get("/v2/droplets").await.body["meta"]["total"], 3);
 
     // Attach to the new droplet: slow (5 s) and fated to error.
     let v = api.create_volume("v", 1).await;
     let id = v["id"].as_str().unwrap();
-    let r = api.action(id, json!({"type": "attach", "droplet_id": 42})).await;
+    let r = api
+        .action(id, json!({"type": "attach", "droplet_id": 42}))
+        .await;
     let action_id = r.body["action"]["id"].as_u64().unwrap();
     api.clock.advance(Duration::from_millis(4_999));
-    assert_eq!(api.get(&format!("/v2/actions/{action_id}")).await.body["action"]["status"], "in-progress");
+    assert_eq!(
+        api.get(&format!("/v2/actions/{action_id}")).await.body["action"]["status"],
+        "in-progress"
+    );
     api.clock.advance(Duration::from_millis(1));
     let done = api.get(&format!("/v2/actions/{action_id}")).await;
     assert_eq!(done.body["action"]["status"], "errored");
-    assert!(done.body["action"]["error_message"].as_str().unwrap().contains("injected"));
-    assert_eq!(api.get("/v2/droplets/42").await.body["droplet"]["volume_ids"], json!([]));
+    assert!(done.body["action"]["error_message"]
+        .as_str()
+        .unwrap()
+        .contains("injected"));
+    assert_eq!(
+        api.get("/v2/droplets/42").await.body["droplet"]["volume_ids"],
+        json!([])
+    );
 }
 
 #[tokio::test]

@@ -50,13 +50,18 @@ fn request(name: &str, size_gib: u64) -> CreateVolumeRequest {
 }
 
 fn volume(cloud: &Cloud, name: &str) -> Volume {
-    cloud.create_volume(request(name, 10)).expect("create volume")
+    cloud
+        .create_volume(request(name, 10))
+        .expect("create volume")
 }
 
 fn attached(cloud: &Cloud, clock: &VirtualClock, volume_id: &str, droplet: u64) {
     cloud.attach(volume_id, droplet).expect("attach");
     clock.advance(Duration::from_secs(3600));
-    assert_eq!(cloud.get_volume(volume_id).unwrap().droplet_ids, vec![droplet]);
+    assert_eq!(
+        cloud.get_volume(volume_id).unwrap().droplet_ids,
+        vec![droplet]
+    );
 }
 
 fn assert_error(result: Result<impl std::fmt::Debug, CloudError>, status: u16, text: &str) {
@@ -74,9 +79,17 @@ fn volume_names_sizes_and_regions_are_validated() {
     let (cloud, _) = cloud();
     assert_error(cloud.create_volume(request("Bad_Name", 10)), 422, "name");
     assert_error(cloud.create_volume(request("1abc", 10)), 422, "name");
-    assert_error(cloud.create_volume(request(&"a".repeat(65), 10)), 422, "name");
+    assert_error(
+        cloud.create_volume(request(&"a".repeat(65), 10)),
+        422,
+        "name",
+    );
     assert_error(cloud.create_volume(request("ok", 0)), 422, "size_gigabytes");
-    assert_error(cloud.create_volume(request("ok", 16385)), 422, "size_gigabytes");
+    assert_error(
+        cloud.create_volume(request("ok", 16385)),
+        422,
+        "size_gigabytes",
+    );
     let mut elsewhere = request("ok", 10);
     elsewhere.region = "mars1".into();
     assert_error(cloud.create_volume(elsewhere), 422, "region");
@@ -95,7 +108,11 @@ fn volume_names_sizes_and_regions_are_validated() {
 fn names_are_unique_per_region() {
     let (cloud, _) = cloud();
     volume(&cloud, "data");
-    assert_error(cloud.create_volume(request("data", 5)), 409, "already exists");
+    assert_error(
+        cloud.create_volume(request("data", 5)),
+        409,
+        "already exists",
+    );
     let mut other = request("data", 5);
     other.region = "sfo3".into();
     assert!(cloud.create_volume(other).is_ok());
@@ -108,7 +125,11 @@ fn capacity_quota_is_enforced_on_create_and_resize() {
         ..config()
     });
     let v = cloud.create_volume(request("a", 60)).unwrap();
-    assert_error(cloud.create_volume(request("b", 41)), 403, "capacity limit exceeded");
+    assert_error(
+        cloud.create_volume(request("b", 41)),
+        403,
+        "capacity limit exceeded",
+    );
     assert!(cloud.create_volume(request("b", 40)).is_ok());
     assert_error(cloud.resize(&v.id, 61), 403, "capacity limit exceeded");
     let account = cloud.account();
@@ -127,12 +148,18 @@ fn attach_takes_effect_only_when_its_action_completes() {
 
     clock.advance(Duration::from_millis(9_999));
     assert!(cloud.get_volume(&v.id).unwrap().droplet_ids.is_empty());
-    assert_eq!(cloud.get_action(action.id).unwrap().status, ActionStatus::InProgress);
+    assert_eq!(
+        cloud.get_action(action.id).unwrap().status,
+        ActionStatus::InProgress
+    );
 
     clock.advance(Duration::from_millis(1));
     let done = cloud.get_action(action.id).unwrap();
     assert_eq!(done.status, ActionStatus::Completed);
-    assert_eq!(done.completed_at, Some(action.started_at + chrono::Duration::seconds(10)));
+    assert_eq!(
+        done.completed_at,
+        Some(action.started_at + chrono::Duration::seconds(10))
+    );
     assert_eq!(cloud.get_volume(&v.id).unwrap().droplet_ids, vec![1]);
     assert_eq!(cloud.get_droplet(1).unwrap().volume_ids, vec![v.id.clone()]);
 }
@@ -145,9 +172,16 @@ fn detach_leaves_the_volume_attached_until_it_completes() {
     let action = cloud.detach(&v.id, 1).unwrap();
     clock.advance(Duration::from_secs(19));
     assert_eq!(cloud.get_volume(&v.id).unwrap().droplet_ids, vec![1]);
-    assert_error(cloud.delete_volume(&v.id), 409, "attached volume cannot be deleted");
+    assert_error(
+        cloud.delete_volume(&v.id),
+        409,
+        "attached volume cannot be deleted",
+    );
     clock.advance(Duration::from_secs(1));
-    assert_eq!(cloud.get_action(action.id).unwrap().status, ActionStatus::Completed);
+    assert_eq!(
+        cloud.get_action(action.id).unwrap().status,
+        ActionStatus::Completed
+    );
     assert!(cloud.get_volume(&v.id).unwrap().droplet_ids.is_empty());
     assert!(cloud.get_droplet(1).unwrap().volume_ids.is_empty());
 }
@@ -158,7 +192,11 @@ fn a_droplet_runs_one_action_at_a_time() {
     let a = volume(&cloud, "a");
     let b = volume(&cloud, "b");
     cloud.attach(&a.id, 1).unwrap();
-    assert_error(cloud.attach(&b.id, 1), 422, "Droplet already has a pending event");
+    assert_error(
+        cloud.attach(&b.id, 1),
+        422,
+        "Droplet already has a pending event",
+    );
     // The same volume cannot be sent elsewhere while its attach is in flight.
     assert_error(cloud.attach(&a.id, 2), 422, "pending event");
     // Another droplet is free.
@@ -166,7 +204,11 @@ fn a_droplet_runs_one_action_at_a_time() {
     clock.advance(Duration::from_secs(10));
     cloud.detach(&a.id, 1).unwrap();
     let c = volume(&cloud, "c");
-    assert_error(cloud.attach(&c.id, 1), 422, "Droplet already has a pending event");
+    assert_error(
+        cloud.attach(&c.id, 1),
+        422,
+        "Droplet already has a pending event",
+    );
     let e = cloud.attach(&c.id, 1).unwrap_err();
     assert!(e.is_pending_event());
 }
@@ -177,8 +219,16 @@ fn attach_and_detach_errors_match_digitalocean() {
     let v = volume(&cloud, "v");
     assert_error(cloud.detach(&v.id, 1), 422, "Attachment not found");
     attached(&cloud, &clock, &v.id, 1);
-    assert_error(cloud.attach(&v.id, 2), 422, "This volume is already attached");
-    assert_error(cloud.attach(&v.id, 1), 422, "This volume is already attached");
+    assert_error(
+        cloud.attach(&v.id, 2),
+        422,
+        "This volume is already attached",
+    );
+    assert_error(
+        cloud.attach(&v.id, 1),
+        422,
+        "This volume is already attached",
+    );
     assert_error(cloud.detach(&v.id, 2), 422, "Attachment not found");
     assert_error(cloud.attach("no-such-volume", 1), 404, "could not be found");
     assert_error(cloud.attach(&v.id, 99), 404, "could not be found");
@@ -197,7 +247,11 @@ fn the_per_droplet_volume_limit_counts_attached_volumes() {
     attached(&cloud, &clock, &vs[0].id, 1);
     cloud.attach(&vs[1].id, 1).unwrap();
     clock.advance(Duration::from_secs(10));
-    assert_error(cloud.attach(&vs[2].id, 1), 422, "cannot attach more volumes to the Droplet");
+    assert_error(
+        cloud.attach(&vs[2].id, 1),
+        422,
+        "cannot attach more volumes to the Droplet",
+    );
     assert_eq!(cloud.account().volume_limit, 2);
     assert!(cloud.attach(&vs[2].id, 2).is_ok());
 }
@@ -210,7 +264,11 @@ fn the_default_volume_limit_is_seven() {
         attached(&cloud, &clock, &v.id, 1);
     }
     let v = volume(&cloud, "eighth");
-    assert_error(cloud.attach(&v.id, 1), 422, "cannot attach more volumes to the Droplet");
+    assert_error(
+        cloud.attach(&v.id, 1),
+        422,
+        "cannot attach more volumes to the Droplet",
+    );
 }
 
 #[test]
@@ -238,9 +296,17 @@ fn deleting_volumes_follows_attachment_state() {
     let v = volume(&cloud, "v");
     cloud.attach(&v.id, 1).unwrap();
     // An attach in flight already reserves the volume.
-    assert_error(cloud.delete_volume(&v.id), 409, "attached volume cannot be deleted");
+    assert_error(
+        cloud.delete_volume(&v.id),
+        409,
+        "attached volume cannot be deleted",
+    );
     clock.advance(Duration::from_secs(10));
-    assert_error(cloud.delete_volume(&v.id), 409, "attached volume cannot be deleted");
+    assert_error(
+        cloud.delete_volume(&v.id),
+        409,
+        "attached volume cannot be deleted",
+    );
     cloud.detach(&v.id, 1).unwrap();
     clock.advance(Duration::from_secs(20));
     cloud.delete_volume(&v.id).unwrap();
@@ -252,13 +318,27 @@ fn deleting_volumes_follows_attachment_state() {
 fn snapshots_have_unique_names_and_bound_new_volume_sizes() {
     let (cloud, _) = cloud();
     let v = volume(&cloud, "v");
-    let snap = cloud.create_snapshot(&v.id, "snap-1", vec!["t1".into()]).unwrap();
+    let snap = cloud
+        .create_snapshot(&v.id, "snap-1", vec!["t1".into()])
+        .unwrap();
     assert_eq!(snap.min_disk_size_gib, 10);
     assert_eq!(snap.volume_id, v.id);
     assert_eq!(snap.region, "nyc3");
-    assert_error(cloud.create_snapshot(&v.id, "snap-1", vec![]), 409, "already exists");
-    assert_error(cloud.create_snapshot(&v.id, "", vec![]), 422, "snapshot name");
-    assert_error(cloud.create_snapshot("nope", "snap-2", vec![]), 404, "could not be found");
+    assert_error(
+        cloud.create_snapshot(&v.id, "snap-1", vec![]),
+        409,
+        "already exists",
+    );
+    assert_error(
+        cloud.create_snapshot(&v.id, "", vec![]),
+        422,
+        "snapshot name",
+    );
+    assert_error(
+        cloud.create_snapshot("nope", "snap-2", vec![]),
+        404,
+        "could not be found",
+    );
 
     let mut small = request("restored", 9);
     small.snapshot_id = Some(snap.id.clone());
@@ -275,7 +355,10 @@ fn snapshots_have_unique_names_and_bound_new_volume_sizes() {
     cloud.delete_volume(&v.id).unwrap();
     assert_eq!(cloud.get_snapshot(&snap.id).unwrap().name, "snap-1");
     assert_eq!(cloud.list_snapshots(None, 1, 20).unwrap().total, 1);
-    assert!(cloud.list_snapshots(Some(&v.id), 1, 20).unwrap_err().is_not_found());
+    assert!(cloud
+        .list_snapshots(Some(&v.id), 1, 20)
+        .unwrap_err()
+        .is_not_found());
     cloud.delete_snapshot(&snap.id).unwrap();
     assert!(cloud.get_snapshot(&snap.id).unwrap_err().is_not_found());
     assert!(cloud.delete_snapshot(&snap.id).unwrap_err().is_not_found());
@@ -285,11 +368,19 @@ fn snapshots_have_unique_names_and_bound_new_volume_sizes() {
 fn clone_volume_checks_region_and_size() {
     let (cloud, _) = cloud();
     let src = volume(&cloud, "src");
-    assert_error(cloud.clone_volume(&src.id, request("c", 5)), 422, "at least");
+    assert_error(
+        cloud.clone_volume(&src.id, request("c", 5)),
+        422,
+        "at least",
+    );
     let mut far = request("c", 10);
     far.region = "sfo3".into();
     assert_error(cloud.clone_volume(&src.id, far), 422, "region");
-    assert_error(cloud.clone_volume("nope", request("c", 10)), 404, "could not be found");
+    assert_error(
+        cloud.clone_volume("nope", request("c", 10)),
+        404,
+        "could not be found",
+    );
     let c = cloud.clone_volume(&src.id, request("c", 12)).unwrap();
     assert_eq!(c.source_volume_id, Some(src.id));
     assert_eq!(c.size_gib, 12);
@@ -299,11 +390,16 @@ fn clone_volume_checks_region_and_size() {
 fn tags_can_be_replaced() {
     let (cloud, _) = cloud();
     let v = volume(&cloud, "v");
-    let updated = cloud.update_tags(&v.id, vec!["a".into(), "k8s:b".into()]).unwrap();
+    let updated = cloud
+        .update_tags(&v.id, vec!["a".into(), "k8s:b".into()])
+        .unwrap();
     assert_eq!(updated.tags, vec!["a", "k8s:b"]);
     assert_error(cloud.update_tags(&v.id, vec!["bad tag".into()]), 422, "tag");
     assert_eq!(cloud.get_volume(&v.id).unwrap().tags, vec!["a", "k8s:b"]);
-    assert!(cloud.update_tags("nope", vec![]).unwrap_err().is_not_found());
+    assert!(cloud
+        .update_tags("nope", vec![])
+        .unwrap_err()
+        .is_not_found());
 }
 
 #[test]
@@ -322,12 +418,34 @@ fn lists_filter_and_paginate_in_creation_order() {
     assert_eq!(page.last_page(), 3);
     let names: Vec<&str> = page.items.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, ["v2", "v3"]);
-    assert_eq!(cloud.list_volumes(Some("v0"), None, 1, 20).unwrap().total, 2);
-    assert_eq!(cloud.list_volumes(Some("v0"), Some("sfo3"), 1, 20).unwrap().total, 1);
-    assert!(cloud.list_volumes(None, None, 9, 20).unwrap().items.is_empty());
-    assert_eq!(cloud.list_volumes(None, None, 0, 20).unwrap_err().status, 400);
-    assert_eq!(cloud.list_volumes(None, None, 1, 0).unwrap_err().status, 400);
-    assert_eq!(cloud.list_volumes(None, None, 1, 201).unwrap_err().status, 400);
+    assert_eq!(
+        cloud.list_volumes(Some("v0"), None, 1, 20).unwrap().total,
+        2
+    );
+    assert_eq!(
+        cloud
+            .list_volumes(Some("v0"), Some("sfo3"), 1, 20)
+            .unwrap()
+            .total,
+        1
+    );
+    assert!(cloud
+        .list_volumes(None, None, 9, 20)
+        .unwrap()
+        .items
+        .is_empty());
+    assert_eq!(
+        cloud.list_volumes(None, None, 0, 20).unwrap_err().status,
+        400
+    );
+    assert_eq!(
+        cloud.list_volumes(None, None, 1, 0).unwrap_err().status,
+        400
+    );
+    assert_eq!(
+        cloud.list_volumes(None, None, 1, 201).unwrap_err().status,
+        400
+    );
 }
 
 #[test]
@@ -363,7 +481,10 @@ fn errored_actions_change_nothing_and_say_why() {
     cloud.set_faults(Faults::default());
     let retry = cloud.attach(&v.id, 1).unwrap();
     clock.advance(Duration::from_secs(10));
-    assert_eq!(cloud.get_action(retry.id).unwrap().status, ActionStatus::Completed);
+    assert_eq!(
+        cloud.get_action(retry.id).unwrap().status,
+        ActionStatus::Completed
+    );
 }
 
 /// The statuses of `n` attach/detach actions on a cloud seeded with `seed`.
@@ -416,7 +537,10 @@ fn jitter_adds_at_most_its_bound() {
         let v = volume(&cloud, &format!("v{i}"));
         let action = cloud.attach(&v.id, 1).unwrap();
         clock.advance(Duration::from_millis(9_999));
-        assert_eq!(cloud.get_action(action.id).unwrap().status, ActionStatus::InProgress);
+        assert_eq!(
+            cloud.get_action(action.id).unwrap().status,
+            ActionStatus::InProgress
+        );
         clock.advance(Duration::from_millis(5_001));
         let done = cloud.get_action(action.id).unwrap();
         assert_eq!(done.status, ActionStatus::Completed);
@@ -436,7 +560,10 @@ fn zero_latency_actions_complete_on_the_next_read() {
     let v = volume(&cloud, "v");
     let action = cloud.attach(&v.id, 1).unwrap();
     assert_eq!(action.status, ActionStatus::InProgress);
-    assert_eq!(cloud.get_action(action.id).unwrap().status, ActionStatus::Completed);
+    assert_eq!(
+        cloud.get_action(action.id).unwrap().status,
+        ActionStatus::Completed
+    );
     assert!(cloud.get_action(999).unwrap_err().is_not_found());
 }
 
@@ -448,9 +575,15 @@ fn latency_can_change_at_run_time() {
     let v = volume(&cloud, "v");
     let action = cloud.attach(&v.id, 1).unwrap();
     clock.advance(Duration::from_secs(99));
-    assert_eq!(cloud.get_action(action.id).unwrap().status, ActionStatus::InProgress);
+    assert_eq!(
+        cloud.get_action(action.id).unwrap().status,
+        ActionStatus::InProgress
+    );
     clock.advance(Duration::from_secs(1));
-    assert_eq!(cloud.get_action(action.id).unwrap().status, ActionStatus::Completed);
+    assert_eq!(
+        cloud.get_action(action.id).unwrap().status,
+        ActionStatus::Completed
+    );
 }
 
 #[test]
@@ -461,7 +594,9 @@ fn the_cloud_is_shared_safely_across_threads() {
             let cloud = cloud.clone();
             std::thread::spawn(move || {
                 for i in 0..25 {
-                    cloud.create_volume(request(&format!("t{t}-v{i}"), 1)).unwrap();
+                    cloud
+                        .create_volume(request(&format!("t{t}-v{i}"), 1))
+                        .unwrap();
                 }
             })
         })
@@ -499,11 +634,24 @@ fn a_restarted_cloud_keeps_volumes_snapshots_attachments_and_actions() {
     let cloud = Cloud::open_with_clock(disk_config(dir.path()), clock.clone()).unwrap();
     assert_eq!(cloud.get_volume(&v.id).unwrap().name, "v");
     assert_eq!(cloud.get_snapshot(&snap.id).unwrap().name, "s");
-    assert_eq!(cloud.get_volume(&detach_volume.id).unwrap().droplet_ids, vec![2]);
-    assert_eq!(cloud.get_action(attach.id).unwrap().status, ActionStatus::InProgress);
-    assert_error(cloud.attach(&detach_volume.id, 1), 422, "Droplet already has a pending event");
+    assert_eq!(
+        cloud.get_volume(&detach_volume.id).unwrap().droplet_ids,
+        vec![2]
+    );
+    assert_eq!(
+        cloud.get_action(attach.id).unwrap().status,
+        ActionStatus::InProgress
+    );
+    assert_error(
+        cloud.attach(&detach_volume.id, 1),
+        422,
+        "Droplet already has a pending event",
+    );
     clock.advance(Duration::from_secs(10));
-    assert_eq!(cloud.get_action(attach.id).unwrap().status, ActionStatus::Completed);
+    assert_eq!(
+        cloud.get_action(attach.id).unwrap().status,
+        ActionStatus::Completed
+    );
     assert_eq!(cloud.get_volume(&v.id).unwrap().droplet_ids, vec![1]);
     // Action ids keep counting from where they were.
     let next = cloud.detach(&v.id, 1).unwrap();
@@ -516,7 +664,10 @@ fn a_restarted_cloud_keeps_volumes_snapshots_attachments_and_actions() {
     let cloud = Cloud::open_with_clock(disk_config(dir.path()), clock.clone()).unwrap();
     let done = cloud.get_action(next.id).unwrap();
     assert_eq!(done.status, ActionStatus::Completed);
-    assert_eq!(done.completed_at, Some(next.started_at + chrono::Duration::seconds(20)));
+    assert_eq!(
+        done.completed_at,
+        Some(next.started_at + chrono::Duration::seconds(20))
+    );
 }
 
 #[test]
@@ -537,7 +688,10 @@ fn a_restart_on_the_system_clock_completes_overdue_actions() {
     };
     std::thread::sleep(Duration::from_millis(100));
     let cloud = Cloud::open(config).unwrap();
-    assert_eq!(cloud.get_action(action.id).unwrap().status, ActionStatus::Completed);
+    assert_eq!(
+        cloud.get_action(action.id).unwrap().status,
+        ActionStatus::Completed
+    );
     assert_eq!(cloud.get_volume(&v.id).unwrap().droplet_ids, vec![1]);
 }
 
@@ -556,7 +710,10 @@ fn volume_data_lives_in_sparse_image_files() {
     let cloud = Cloud::open_with_clock(disk_config(dir.path()), clock.clone()).unwrap();
     let v = volume(&cloud, "v");
     let path = cloud.volume_image_path(&v.id).unwrap();
-    assert_eq!(path, dir.path().join("volumes").join(format!("{}.img", v.id)));
+    assert_eq!(
+        path,
+        dir.path().join("volumes").join(format!("{}.img", v.id))
+    );
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 10 * GIB);
     std::fs::OpenOptions::new()
         .write(true)
@@ -566,7 +723,10 @@ fn volume_data_lives_in_sparse_image_files() {
         .unwrap();
 
     let snap = cloud.create_snapshot(&v.id, "s", vec![]).unwrap();
-    let snap_path = dir.path().join("snapshots").join(format!("{}.img", snap.id));
+    let snap_path = dir
+        .path()
+        .join("snapshots")
+        .join(format!("{}.img", snap.id));
     assert_eq!(std::fs::metadata(&snap_path).unwrap().len(), 10 * GIB);
     assert_eq!(read_at(&snap_path, 5 * GIB, 7), b"payload");
     // A snapshot of a 10 GiB volume does not write 10 GiB.
@@ -580,7 +740,10 @@ fn volume_data_lives_in_sparse_image_files() {
     assert_eq!(read_at(&restored_path, 5 * GIB, 7), b"payload");
 
     let clone = cloud.clone_volume(&v.id, request("clone", 10)).unwrap();
-    assert_eq!(read_at(&cloud.volume_image_path(&clone.id).unwrap(), 5 * GIB, 7), b"payload");
+    assert_eq!(
+        read_at(&cloud.volume_image_path(&clone.id).unwrap(), 5 * GIB, 7),
+        b"payload"
+    );
 
     cloud.resize(&v.id, 20).unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), 10 * GIB);
@@ -618,4 +781,31 @@ fn read_at(path: &std::path::Path, offset: u64, len: usize) -> Vec<u8> {
 fn allocated(path: &std::path::Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn absurd_latencies_do_not_panic_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(VirtualClock::starting_now());
+    let config = CloudConfig {
+        latency: LatencyConfig {
+            attach: Duration::MAX,
+            jitter: Duration::MAX,
+            ..LatencyConfig::default()
+        },
+        ..disk_config(dir.path())
+    };
+    let v = {
+        let cloud = Cloud::open_with_clock(config.clone(), clock.clone()).unwrap();
+        let v = volume(&cloud, "v");
+        let action = cloud.attach(&v.id, 1).unwrap();
+        clock.advance(Duration::from_secs(86400 * 365));
+        assert_eq!(
+            cloud.get_action(action.id).unwrap().status,
+            ActionStatus::InProgress
+        );
+        v
+    };
+    let cloud = Cloud::open_with_clock(config, clock).unwrap();
+    assert!(cloud.get_volume(&v.id).unwrap().droplet_ids.is_empty());
 }

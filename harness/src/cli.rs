@@ -76,6 +76,8 @@ const FLAGS: &[(&str, Kind, &str)] = &[
     ("csi.connect-timeout", Kind::Value, "how long to wait for the endpoint to answer (default 10s)"),
     ("csi.secondnodeid", Kind::Value, "a second node id, for specs that need two nodes (bundled: 2)"),
     ("csi.readytimeout", Kind::Value, "how long to wait for a snapshot to be ready to use (default 300s)"),
+    ("csi.shortdeadline", Kind::Value, "client deadline the retry and slow-cloud specs cut calls off with (default 200ms)"),
+    ("csi.retrybudget", Kind::Value, "how long the retry specs keep retrying a call before calling it stuck (default 120s)"),
     ("csi.version", Kind::Bool, "print the version and exit"),
     ("version", Kind::Bool, "print the version and exit"),
     ("ginkgo.focus", Kind::Value, "run only specs whose full name matches this regex (repeatable)"),
@@ -86,18 +88,53 @@ const FLAGS: &[(&str, Kind, &str)] = &[
 /// Ginkgo and go-test flags that take a value; any other `ginkgo.*`/`test.*` flag is
 /// taken as a boolean. All are ignored.
 const FOREIGN_VALUE_FLAGS: &[&str] = &[
-    "ginkgo.seed", "ginkgo.parallel.process", "ginkgo.parallel.total", "ginkgo.parallel.host",
-    "ginkgo.focus-file", "ginkgo.skip-file", "ginkgo.label-filter", "ginkgo.timeout",
-    "ginkgo.slow-spec-threshold", "ginkgo.slowSpecThreshold", "ginkgo.json-report",
-    "ginkgo.teamcity-report", "ginkgo.output-dir", "ginkgo.poll-progress-after",
-    "ginkgo.poll-progress-interval", "ginkgo.source-root", "ginkgo.grace-period",
-    "ginkgo.flake-attempts", "ginkgo.flakeAttempts", "ginkgo.must-pass-repeatedly",
-    "ginkgo.reportFile", "ginkgo.junit-report-file", "ginkgo.randomSeed",
-    "test.timeout", "test.run", "test.skip", "test.count", "test.parallel", "test.cpu",
-    "test.coverprofile", "test.outputdir", "test.memprofile", "test.cpuprofile",
-    "test.blockprofile", "test.mutexprofile", "test.trace", "test.benchtime", "test.bench",
-    "test.list", "test.shuffle", "test.testlogfile", "test.gocoverdir", "test.fuzz",
-    "test.fuzztime", "test.memprofilerate", "test.blockprofilerate", "test.mutexprofilefraction",
+    "ginkgo.seed",
+    "ginkgo.parallel.process",
+    "ginkgo.parallel.total",
+    "ginkgo.parallel.host",
+    "ginkgo.focus-file",
+    "ginkgo.skip-file",
+    "ginkgo.label-filter",
+    "ginkgo.timeout",
+    "ginkgo.slow-spec-threshold",
+    "ginkgo.slowSpecThreshold",
+    "ginkgo.json-report",
+    "ginkgo.teamcity-report",
+    "ginkgo.output-dir",
+    "ginkgo.poll-progress-after",
+    "ginkgo.poll-progress-interval",
+    "ginkgo.source-root",
+    "ginkgo.grace-period",
+    "ginkgo.flake-attempts",
+    "ginkgo.flakeAttempts",
+    "ginkgo.must-pass-repeatedly",
+    "ginkgo.reportFile",
+    "ginkgo.junit-report-file",
+    "ginkgo.randomSeed",
+    "test.timeout",
+    "test.run",
+    "test.skip",
+    "test.count",
+    "test.parallel",
+    "test.cpu",
+    "test.coverprofile",
+    "test.outputdir",
+    "test.memprofile",
+    "test.cpuprofile",
+    "test.blockprofile",
+    "test.mutexprofile",
+    "test.trace",
+    "test.benchtime",
+    "test.bench",
+    "test.list",
+    "test.shuffle",
+    "test.testlogfile",
+    "test.gocoverdir",
+    "test.fuzz",
+    "test.fuzztime",
+    "test.memprofilerate",
+    "test.blockprofilerate",
+    "test.mutexprofilefraction",
 ];
 
 /// The usage text for `--help`.
@@ -122,7 +159,8 @@ pub fn help_text() -> String {
 /// Parse a duration given as `500ms`, `10s`, `2m`, `1h`, `1m30s`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let bad = || format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 1m30s or plain seconds");
+    let bad =
+        || format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 1m30s or plain seconds");
     if s.is_empty() {
         return Err(bad());
     }
@@ -166,7 +204,11 @@ fn parse_i64(name: &str, v: &str) -> Result<i64, UsageError> {
     } else {
         v.parse::<i64>()
     };
-    parsed.map_err(|_| usage(format!("invalid value {v:?} for flag -{name}: expected an integer")))
+    parsed.map_err(|_| {
+        usage(format!(
+            "invalid value {v:?} for flag -{name}: expected an integer"
+        ))
+    })
 }
 
 fn parse_bool(name: &str, v: &str) -> Result<bool, UsageError> {
@@ -183,8 +225,12 @@ fn read_yaml(flag: &str, path: &Path) -> Result<serde_yaml::Value, UsageError> {
     if text.trim().is_empty() {
         return Ok(serde_yaml::Value::Mapping(Default::default()));
     }
-    serde_yaml::from_str(&text)
-        .map_err(|e| usage(format!("-{flag}: {} is not valid YAML: {e}", path.display())))
+    serde_yaml::from_str(&text).map_err(|e| {
+        usage(format!(
+            "-{flag}: {} is not valid YAML: {e}",
+            path.display()
+        ))
+    })
 }
 
 fn scalar_string(v: &serde_yaml::Value) -> Option<String> {
@@ -201,10 +247,19 @@ fn scalar_string(v: &serde_yaml::Value) -> Option<String> {
 fn string_map(flag: &str, v: &serde_yaml::Value) -> Result<HashMap<String, String>, UsageError> {
     let bad = || usage(format!("-{flag}: expected a mapping of names to values"));
     let serde_yaml::Value::Mapping(m) = v else {
-        return if v.is_null() { Ok(HashMap::new()) } else { Err(bad()) };
+        return if v.is_null() {
+            Ok(HashMap::new())
+        } else {
+            Err(bad())
+        };
     };
     m.iter()
-        .map(|(k, v)| Ok((scalar_string(k).ok_or_else(bad)?, scalar_string(v).ok_or_else(bad)?)))
+        .map(|(k, v)| {
+            Ok((
+                scalar_string(k).ok_or_else(bad)?,
+                scalar_string(v).ok_or_else(bad)?,
+            ))
+        })
         .collect()
 }
 
@@ -214,17 +269,18 @@ pub fn read_parameters(flag: &str, path: &Path) -> Result<HashMap<String, String
 }
 
 /// Read a secrets file: `CreateVolumeSecret: {key: value}` and so on.
-pub fn read_secrets(
-    path: &Path,
-) -> Result<HashMap<String, HashMap<String, String>>, UsageError> {
+pub fn read_secrets(path: &Path) -> Result<HashMap<String, HashMap<String, String>>, UsageError> {
     const FLAG: &str = "csi.secrets";
     let doc = read_yaml(FLAG, path)?;
     let serde_yaml::Value::Mapping(m) = &doc else {
-        return Err(usage(format!("-{FLAG}: expected a mapping like CreateVolumeSecret: {{key: value}}")));
+        return Err(usage(format!(
+            "-{FLAG}: expected a mapping like CreateVolumeSecret: {{key: value}}"
+        )));
     };
     let mut out = HashMap::new();
     for (k, v) in m {
-        let key = scalar_string(k).ok_or_else(|| usage(format!("-{FLAG}: keys must be strings")))?;
+        let key =
+            scalar_string(k).ok_or_else(|| usage(format!("-{FLAG}: keys must be strings")))?;
         if !csi_suites::Secret::ALL.iter().any(|s| s.key() == key) {
             eprintln!("csi-sanity: warning: {}: unknown secrets key {key:?} (known: CreateVolumeSecret, DeleteVolumeSecret, ...)", path.display());
         }
@@ -244,13 +300,20 @@ pub fn read_topology(path: &Path) -> Result<TopologyRequirement, UsageError> {
                 .iter()
                 .map(|item| {
                     let segments = item.get("segments").unwrap_or(item);
-                    Ok(Topology { segments: string_map(FLAG, segments)? })
+                    Ok(Topology {
+                        segments: string_map(FLAG, segments)?,
+                    })
                 })
                 .collect(),
-            Some(_) => Err(usage(format!("-{FLAG}: {key} must be a list of {{segments: {{key: value}}}}"))),
+            Some(_) => Err(usage(format!(
+                "-{FLAG}: {key} must be a list of {{segments: {{key: value}}}}"
+            ))),
         }
     };
-    Ok(TopologyRequirement { requisite: list("requisite")?, preferred: list("preferred")? })
+    Ok(TopologyRequirement {
+        requisite: list("requisite")?,
+        preferred: list("preferred")?,
+    })
 }
 
 /// Parse the command line (without the program name).
@@ -283,7 +346,9 @@ where
         let known = FLAGS.iter().find(|(n, _, _)| *n == name);
         let Some((_, kind, _)) = known else {
             if name.starts_with("csi.") {
-                return Err(usage(format!("flag provided but not defined: -{name} (see --help)")));
+                return Err(usage(format!(
+                    "flag provided but not defined: -{name} (see --help)"
+                )));
             }
             if name.starts_with("ginkgo.") || name.starts_with("test.") {
                 // Accepted for compatibility, ignored.
@@ -317,7 +382,9 @@ where
     }
     let at = config.suite.access_type.trim().to_ascii_lowercase();
     if at != "mount" && at != "block" {
-        return Err(usage("--csi.testvolumeaccesstype valid values are mount or block"));
+        return Err(usage(
+            "--csi.testvolumeaccesstype valid values are mount or block",
+        ));
     }
     config.suite.access_type = at;
     config.args = libtest_mimic::Arguments::from_iter(rest);
@@ -332,7 +399,13 @@ fn apply(
     skip: &mut Vec<String>,
 ) -> Result<(), UsageError> {
     let suite = &mut config.suite;
-    let opt = |v: &str| if v.is_empty() { None } else { Some(v.to_string()) };
+    let opt = |v: &str| {
+        if v.is_empty() {
+            None
+        } else {
+            Some(v.to_string())
+        }
+    };
     let duration = |v: &str| parse_duration(v).map_err(|e| usage(format!("-{name}: {e}")));
     match name {
         "csi.endpoint" => config.endpoint = opt(value),
@@ -381,7 +454,9 @@ fn apply(
         "csi.testnodevolumeattachlimit" => {
             suite.test_node_volume_attach_limit = parse_bool(name, value)?
         }
-        "csi.junitfile" | "ginkgo.junit-report" => config.junit_file = opt(value).map(PathBuf::from),
+        "csi.junitfile" | "ginkgo.junit-report" => {
+            config.junit_file = opt(value).map(PathBuf::from)
+        }
         "csi.idempotentcount" => {
             let n = parse_i64(name, value)?;
             suite.idempotent_count = u32::try_from(n.max(0)).unwrap_or(u32::MAX);
@@ -391,7 +466,11 @@ fn apply(
             suite.node_unpublish_not_found_ok = match value.trim().to_ascii_lowercase().as_str() {
                 "ok" => true,
                 "notfound" | "not_found" | "not-found" => false,
-                _ => return Err(usage(format!("-{name}: expected ok or notfound, got {value:?}"))),
+                _ => {
+                    return Err(usage(format!(
+                        "-{name}: expected ok or notfound, got {value:?}"
+                    )))
+                }
             }
         }
         "csi.parallel" => {
@@ -405,6 +484,8 @@ fn apply(
         "csi.connect-timeout" => config.connect_timeout = duration(value)?,
         "csi.secondnodeid" => suite.second_node_id = opt(value),
         "csi.readytimeout" => suite.ready_timeout = duration(value)?,
+        "csi.shortdeadline" => suite.short_deadline = duration(value)?,
+        "csi.retrybudget" => suite.retry_budget = duration(value)?,
         "ginkgo.focus" => focus.push(value.to_string()),
         "ginkgo.skip" => skip.push(value.to_string()),
         "version" | "csi.version" => {}
@@ -427,16 +508,34 @@ mod tests {
     #[test]
     fn every_go_csi_sanity_flag_is_accepted() {
         let go_flags = [
-            "endpoint", "controllerendpoint", "mountdir", "stagingdir", "createmountpathcmd",
-            "createstagingpathcmd", "createpathcmdtimeout", "removemountpathcmd",
-            "removestagingpathcmd", "removepathcmdtimeout", "checkpathcmd",
-            "checkpathcmdtimeout", "secrets", "testvolumeaccesstype", "testvolumesize",
-            "testvolumeexpandsize", "testvolumeparameters", "testvolumemutableparameters",
-            "testsnapshotparameters", "testtopologyrequirements", "testnodevolumeattachlimit",
+            "endpoint",
+            "controllerendpoint",
+            "mountdir",
+            "stagingdir",
+            "createmountpathcmd",
+            "createstagingpathcmd",
+            "createpathcmdtimeout",
+            "removemountpathcmd",
+            "removestagingpathcmd",
+            "removepathcmdtimeout",
+            "checkpathcmd",
+            "checkpathcmdtimeout",
+            "secrets",
+            "testvolumeaccesstype",
+            "testvolumesize",
+            "testvolumeexpandsize",
+            "testvolumeparameters",
+            "testvolumemutableparameters",
+            "testsnapshotparameters",
+            "testtopologyrequirements",
+            "testnodevolumeattachlimit",
             "junitfile",
         ];
         for f in go_flags {
-            assert!(FLAGS.iter().any(|(n, _, _)| *n == format!("csi.{f}")), "missing csi.{f}");
+            assert!(
+                FLAGS.iter().any(|(n, _, _)| *n == format!("csi.{f}")),
+                "missing csi.{f}"
+            );
         }
     }
 
@@ -448,9 +547,18 @@ mod tests {
             &["--csi.endpoint", "/tmp/a.sock"],
             &["--csi.endpoint=/tmp/a.sock"],
         ] {
-            assert_eq!(run_config(args).endpoint.as_deref(), Some("/tmp/a.sock"), "{args:?}");
+            assert_eq!(
+                run_config(args).endpoint.as_deref(),
+                Some("/tmp/a.sock"),
+                "{args:?}"
+            );
         }
-        let c = run_config(&["-csi.testnodevolumeattachlimit", "--csi.strict=false", "-csi.testvolumesize", "0x10"]);
+        let c = run_config(&[
+            "-csi.testnodevolumeattachlimit",
+            "--csi.strict=false",
+            "-csi.testvolumesize",
+            "0x10",
+        ]);
         assert!(c.suite.test_node_volume_attach_limit);
         assert!(!c.suite.strict);
         assert_eq!(c.suite.volume_size, 16);
@@ -460,7 +568,10 @@ mod tests {
     fn defaults_match_go_csi_sanity() {
         let c = run_config(&[]);
         assert_eq!(c.suite.mount_dir, std::env::temp_dir().join("csi-mount"));
-        assert_eq!(c.suite.staging_dir, std::env::temp_dir().join("csi-staging"));
+        assert_eq!(
+            c.suite.staging_dir,
+            std::env::temp_dir().join("csi-staging")
+        );
         assert_eq!(c.suite.volume_size, 10737418240);
         assert_eq!(c.suite.expand_size, 0);
         assert_eq!(c.suite.expand_to(), 10737418240 + (1 << 30));
@@ -489,8 +600,17 @@ mod tests {
     #[test]
     fn ginkgo_flags_map_or_are_ignored_and_the_rest_goes_to_libtest() {
         let c = run_config(&[
-            "--ginkgo.v", "--ginkgo.focus", "CreateVolume", "--ginkgo.skip=pagination",
-            "--ginkgo.seed", "42", "--test.timeout=0", "--test.v", "--list", "--exact", "Identity",
+            "--ginkgo.v",
+            "--ginkgo.focus",
+            "CreateVolume",
+            "--ginkgo.skip=pagination",
+            "--ginkgo.seed",
+            "42",
+            "--test.timeout=0",
+            "--test.v",
+            "--list",
+            "--exact",
+            "Identity",
         ]);
         assert_eq!(c.focus, vec!["CreateVolume".to_string()]);
         assert_eq!(c.skip, vec!["pagination".to_string()]);
@@ -510,18 +630,30 @@ mod tests {
         assert!(parse(["--csi.testvolumesize=big"]).is_err());
         assert!(parse(["--ginkgo.focus=("]).is_err());
         assert!(parse(["--csi.nodeunpublish-notfound=maybe"]).is_err());
-        assert!(run_config(&["--csi.nodeunpublish-notfound=ok"]).suite.node_unpublish_not_found_ok);
+        assert!(
+            run_config(&["--csi.nodeunpublish-notfound=ok"])
+                .suite
+                .node_unpublish_not_found_ok
+        );
     }
 
     #[test]
     fn yaml_files_are_read() {
         let dir = tempfile::tempdir().unwrap();
         let secrets = dir.path().join("secrets.yaml");
-        std::fs::write(&secrets, "CreateVolumeSecret:\n  user: admin\n  pin: 1234\nNodeStageVolumeSecret:\n  key: v\n").unwrap();
+        std::fs::write(
+            &secrets,
+            "CreateVolumeSecret:\n  user: admin\n  pin: 1234\nNodeStageVolumeSecret:\n  key: v\n",
+        )
+        .unwrap();
         let params = dir.path().join("params.yaml");
         std::fs::write(&params, "type: ssd\nreplicas: 3\n").unwrap();
         let topo = dir.path().join("topo.yaml");
-        std::fs::write(&topo, "requisite:\n- segments:\n    region: nyc3\npreferred: []\n").unwrap();
+        std::fs::write(
+            &topo,
+            "requisite:\n- segments:\n    region: nyc3\npreferred: []\n",
+        )
+        .unwrap();
         let c = run_config(&[
             &format!("--csi.secrets={}", secrets.display()),
             &format!("--csi.testvolumeparameters={}", params.display()),
@@ -531,6 +663,10 @@ mod tests {
         assert_eq!(c.suite.volume_parameters["replicas"], "3");
         let t = c.suite.topology_requirements.unwrap();
         assert_eq!(t.requisite[0].segments["region"], "nyc3");
-        assert!(parse([format!("--csi.secrets={}", dir.path().join("missing").display())]).is_err());
+        assert!(parse([format!(
+            "--csi.secrets={}",
+            dir.path().join("missing").display()
+        )])
+        .is_err());
     }
 }

@@ -10,19 +10,24 @@
 //!
 //! # As a library, from a driver's own `cargo test`
 //!
-//! One `#[test]` runs the whole suite against your driver. Start the driver however you
-//! do (here, its socket path is known), then hand its endpoint to [`run`]:
+//! One `#[test]` runs the whole suite against your driver: start it the way you do,
+//! in a runtime of its own, and hand its endpoint to [`run`]. Here the driver is this
+//! project's (`csi_driver`); `harness/tests/library.rs` runs exactly this.
 //!
 //! ```no_run
-//! #[test]
-//! fn csi_sanity() {
-//!     // e.g. spawn your driver serving unix:///tmp/my-driver.sock first
-//!     let mut config = csi_sanity::Config::for_endpoint("unix:///tmp/my-driver.sock");
-//!     config.suite.volume_size = 1 << 30; // what your backend can make quickly
-//!     config.suite.idempotent_count = 3;
-//!     let report = csi_sanity::run(config).expect("the run could not start");
-//!     assert!(report.success(), "{report}");
-//! }
+//! use clap::Parser;
+//!
+//! // The body of `#[test] fn csi_sanity()` in your crate:
+//! let rt = tokio::runtime::Runtime::new()?;
+//! let driver = rt.block_on(csi_driver::start(csi_driver::Config::try_parse_from([
+//!     "csi-driver", "--endpoint", "unix:///tmp/my-driver.sock",
+//! ])?))?;
+//!
+//! let mut config = csi_sanity::Config::for_endpoint(driver.endpoint.clone());
+//! config.suite.volume_size = 1 << 30; // what the backend makes quickly
+//! let report = csi_sanity::run(config)?; // Err: the run could not start at all
+//! assert!(report.success(), "{report}"); // the failures in full, then the summary
+//! # Ok::<(), anyhow::Error>(())
 //! ```
 //!
 //! With no endpoint, [`Config::default`] runs against the bundled driver (the crate's
@@ -40,4 +45,4 @@ pub mod runner;
 
 pub use csi_suites::SuiteConfig;
 pub use report::{Outcome, Status};
-pub use runner::{run, Config, Report};
+pub use runner::{run, run_specs, Config, Report};

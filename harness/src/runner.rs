@@ -93,6 +93,19 @@ fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     r
 }
 
+/// A run-level RPC error, said plainly.
+fn rpc_error(rpc: &str, status: tonic::Status, timeout: Duration) -> anyhow::Error {
+    match status.code() {
+        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
+            anyhow::anyhow!("no answer to {rpc} within {timeout:?}: is a CSI driver serving there?")
+        }
+        tonic::Code::Unimplemented => {
+            anyhow::anyhow!("{rpc} is not implemented there: is this a CSI endpoint?")
+        }
+        code => anyhow::anyhow!("{rpc} failed: {code:?}: {}", status.message()),
+    }
+}
+
 async fn read_capabilities(clients: &Clients, timeout: Duration) -> anyhow::Result<Capabilities> {
     let mut caps = Capabilities {
         root: nix::unistd::geteuid().is_root(),
@@ -103,7 +116,7 @@ async fn read_capabilities(clients: &Clients, timeout: Duration) -> anyhow::Resu
         .clone()
         .get_plugin_capabilities(with_timeout(GetPluginCapabilitiesRequest {}, timeout))
         .await
-        .context("GetPluginCapabilities failed (is this a CSI endpoint?)")?
+        .map_err(|e| rpc_error("GetPluginCapabilities", e, timeout))?
         .into_inner();
     for cap in plugin.capabilities {
         match cap.r#type {
@@ -129,7 +142,7 @@ async fn read_capabilities(clients: &Clients, timeout: Duration) -> anyhow::Resu
             .clone()
             .controller_get_capabilities(with_timeout(ControllerGetCapabilitiesRequest {}, timeout))
             .await
-            .context("ControllerGetCapabilities failed")?
+            .map_err(|e| rpc_error("ControllerGetCapabilities", e, timeout))?
             .into_inner();
         for cap in resp.capabilities {
             if let Some(controller_service_capability::Type::Rpc(rpc)) = cap.r#type {
@@ -199,7 +212,17 @@ fn bundled_defaults(config: &mut Config, bundled: &Bundled) {
     if suite.second_node_id.is_none() {
         suite.second_node_id = Some("2".to_string());
     }
+    if suite.mutable_parameters.is_empty() {
+        // The one parameter the bundled driver can change on a volume.
+        suite.mutable_parameters = BUNDLED_MUTABLE_PARAMETERS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
 }
+
+/// Mutable parameters the bundled driver supports, used unless others are configured.
+pub const BUNDLED_MUTABLE_PARAMETERS: &[(&str, &str)] = &[("tags", "csi-sanity")];
 
 /// How a spec is turned into a trial: gated statically on its needs, otherwise run
 /// with cleanup afterwards, whatever happened.
@@ -233,7 +256,10 @@ impl TrialFactory {
             return Trial::ignorable_test(name, move || {
                 let started = Instant::now();
                 if fail {
-                    let msg = format!("strict mode: {reason}, which this spec needs\nrule:     {}", spec.rule);
+                    let msg = format!(
+                        "strict mode: {reason}, which this spec needs\nrule:     {}",
+                        spec.rule
+                    );
                     Self::record(&outcomes, &spec, Status::Failed(msg.clone()), started);
                     Err(Failed::from(msg))
                 } else {
@@ -269,6 +295,7 @@ impl TrialFactory {
                     Status::Skipped(f.skip.unwrap_or_default())
                 }
                 Ok(()) => Status::Failed(cleanup_msg.trim_start().to_string()),
+                Err(e) if spec.rule.is_empty() => Status::Failed(format!("{e}{cleanup_msg}")),
                 Err(e) => Status::Failed(format!("{e}\ncites:    {}{cleanup_msg}", spec.rule)),
             };
             Self::record(&outcomes, &spec, status.clone(), started);
@@ -427,9 +454,15 @@ async fn leftovers(run: &RunState) -> Vec<String> {
 /// Errors are for the run as a whole (no connection, a bad flag); a failing spec is
 /// counted in the [`Report`]. Call it from a plain `#[test]` or `main`, not from inside
 /// an async runtime: it runs its own.
-pub fn run(mut config: Config) -> anyhow::Result<Report> {
+pub fn run(config: Config) -> anyhow::Result<Report> {
+    run_specs(config, csi_suites::all())
+}
+
+/// Like [`run`], with a list of specs of your own (for example `csi_suites::all()` plus
+/// a driver's own specs written with the `csi_suites` fixtures).
+pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let (specs, ginkgo_filtered) = select(csi_suites::all(), &config.focus, &config.skip)?;
+    let (specs, ginkgo_filtered) = select(specs, &config.focus, &config.skip)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -456,7 +489,8 @@ pub fn run(mut config: Config) -> anyhow::Result<Report> {
             (None, None) => unreachable!("a bundled driver starts when no endpoint is given"),
         };
         let rpc_timeout = config.suite.rpc_timeout;
-        let node = crate::connect::connect_with(&endpoint, config.connect_timeout, rpc_timeout).await?;
+        let node =
+            crate::connect::connect_with(&endpoint, config.connect_timeout, rpc_timeout).await?;
         let controller = match &config.controller_endpoint {
             Some(c) => crate::connect::connect_with(c, config.connect_timeout, rpc_timeout).await?,
             None => node.clone(),
@@ -495,7 +529,14 @@ pub fn run(mut config: Config) -> anyhow::Result<Report> {
     if let Some(b) = bundled {
         rt.block_on(b.stop());
     }
-    let outcomes = outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut outcomes = outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // Report in the suite's order, whatever order parallel specs finished in.
+    let order: std::collections::HashMap<String, usize> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.full_name(), i))
+        .collect();
+    outcomes.sort_by_key(|o| order.get(&o.full_name()).copied().unwrap_or(usize::MAX));
     let count = |f: fn(&Status) -> bool| outcomes.iter().filter(|o| f(&o.status)).count() as u64;
     let mut report = Report {
         passed: count(|s| matches!(s, Status::Passed)),
@@ -539,6 +580,12 @@ fn not_covered(specs: &[Spec], caps: &Capabilities) -> Vec<String> {
     }
     counts
         .into_iter()
-        .map(|(n, c)| format!("{} ({c} spec{})", n.describe(), if c == 1 { "" } else { "s" }))
+        .map(|(n, c)| {
+            format!(
+                "{} ({c} spec{})",
+                n.describe(),
+                if c == 1 { "" } else { "s" }
+            )
+        })
         .collect()
 }

@@ -179,7 +179,12 @@ impl<T: fmt::Debug> Call<T> {
     }
 
     /// A failure about this call's (successful) response.
-    pub fn bad_response(&self, expected: impl Into<String>, actual: impl fmt::Debug, rule: &str) -> Failure {
+    pub fn bad_response(
+        &self,
+        expected: impl Into<String>,
+        actual: impl fmt::Debug,
+        rule: &str,
+    ) -> Failure {
         self.failure(expected.into(), format!("{actual:?}"), rule)
     }
 

@@ -99,7 +99,10 @@ fn check_clean_walk(walk: &Walk, ours: &[String]) -> Result<(), Failure> {
     ensure(
         missing.is_empty() && repeated.is_empty(),
         "ListVolumes",
-        format!("each of our volumes {ours:?} exactly once across {} pages", walk.pages),
+        format!(
+            "each of our volumes {ours:?} exactly once across {} pages",
+            walk.pages
+        ),
         format!("missing {missing:?}, returned more than once {repeated:?}"),
         PAGINATION_RULE,
     )

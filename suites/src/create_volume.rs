@@ -29,7 +29,13 @@ fn volume_of(c: Call<CreateVolumeResponse>, rule: &str) -> Result<Volume, Failur
     let resp = c.ok(rule)?;
     match resp.volume {
         Some(v) if !v.volume_id.is_empty() => Ok(v),
-        other => Err(Failure::about("CreateVolume", &request, "a volume with a non-empty volume_id", other, rule)),
+        other => Err(Failure::about(
+            "CreateVolume",
+            &request,
+            "a volume with a non-empty volume_id",
+            other,
+            rule,
+        )),
     }
 }
 
@@ -39,10 +45,15 @@ fn volume_of(c: Call<CreateVolumeResponse>, rule: &str) -> Result<Volume, Failur
 async fn create_with_capacity(ctx: &Ctx, name: &str, bytes: i64) -> Result<Volume, Failure> {
     const RULE: &str = "spec CreateVolume: the volume MUST be at least capacity_range.required_bytes (capacity_bytes 0 means unknown)";
     let mut req = ctx.volume_request(name);
-    req.capacity_range = Some(CapacityRange { required_bytes: bytes, limit_bytes: 0 });
+    req.capacity_range = Some(CapacityRange {
+        required_bytes: bytes,
+        limit_bytes: 0,
+    });
     let c = ctx.create_volume_with(req).await;
     if c.status_code() == Code::OutOfRange {
-        return Err(Failure::skip(format!("the driver can't create a volume of {bytes} bytes (OUT_OF_RANGE)")));
+        return Err(Failure::skip(format!(
+            "the driver can't create a volume of {bytes} bytes (OUT_OF_RANGE)"
+        )));
     }
     let request = c.request.clone();
     let v = volume_of(c, RULE)?;
@@ -57,16 +68,33 @@ async fn create_with_capacity(ctx: &Ctx, name: &str, bytes: i64) -> Result<Volum
     Ok(v)
 }
 
-fn with_source(mut req: CreateVolumeRequest, source: volume_content_source::Type) -> CreateVolumeRequest {
-    req.volume_content_source = Some(VolumeContentSource { r#type: Some(source) });
+fn with_source(
+    mut req: CreateVolumeRequest,
+    source: volume_content_source::Type,
+) -> CreateVolumeRequest {
+    req.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(source),
+    });
     req
 }
 
 /// The source a created volume reports must be the one asked for, when it reports one.
-fn check_source(v: &Volume, request: &str, want: &volume_content_source::Type, rule: &str) -> Result<(), Failure> {
+fn check_source(
+    v: &Volume,
+    request: &str,
+    want: &volume_content_source::Type,
+    rule: &str,
+) -> Result<(), Failure> {
     match v.content_source.as_ref().and_then(|s| s.r#type.as_ref()) {
         None => Ok(()),
-        Some(got) => ensure_call(got == want, "CreateVolume", request, format!("content_source {want:?}"), got, rule),
+        Some(got) => ensure_call(
+            got == want,
+            "CreateVolume",
+            request,
+            format!("content_source {want:?}"),
+            got,
+            rule,
+        ),
     }
 }
 

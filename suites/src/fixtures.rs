@@ -30,11 +30,11 @@ use csi_proto::v1::{
 };
 use tonic::Code;
 
+use crate::call;
 use crate::check::{Call, Failure};
 use crate::context::Ctx;
 use crate::secrets::Secret;
 use crate::tracker::Resource;
-use crate::call;
 
 /// A volume made available on the node, as a CO would for a workload.
 #[derive(Debug, Clone)]
@@ -96,9 +96,14 @@ impl Ctx {
         self.run
             .node_info
             .get_or_try_init(|| async {
-                call!(self.node(), node_get_info, "NodeGetInfo", NodeGetInfoRequest {})
-                    .ok(SETUP_RULE)
-                    .map_err(|f| f.during("setting up: NodeGetInfo for the node id"))
+                call!(
+                    self.node(),
+                    node_get_info,
+                    "NodeGetInfo",
+                    NodeGetInfoRequest {}
+                )
+                .ok(SETUP_RULE)
+                .map_err(|f| f.during("setting up: NodeGetInfo for the node id"))
             })
             .await
             .cloned()
@@ -183,7 +188,8 @@ impl Ctx {
             }
         )
         .ok("DeleteVolume: deleting an existing, unpublished volume MUST succeed")?;
-        self.tracker().forget(&Resource::Volume { id: id.to_string() });
+        self.tracker()
+            .forget(&Resource::Volume { id: id.to_string() });
         Ok(())
     }
 
@@ -240,7 +246,12 @@ impl Ctx {
         &self,
         req: CreateSnapshotRequest,
     ) -> Call<CreateSnapshotResponse> {
-        let c = call!(self.controller(), create_snapshot, "CreateSnapshot", req.clone());
+        let c = call!(
+            self.controller(),
+            create_snapshot,
+            "CreateSnapshot",
+            req.clone()
+        );
         if let Ok(resp) = &c.result {
             if let Some(s) = &resp.snapshot {
                 if !s.snapshot_id.is_empty() {
@@ -312,7 +323,8 @@ impl Ctx {
             }
         )
         .ok("DeleteSnapshot: deleting an existing snapshot MUST succeed")?;
-        self.tracker().forget(&Resource::Snapshot { id: id.to_string() });
+        self.tracker()
+            .forget(&Resource::Snapshot { id: id.to_string() });
         Ok(())
     }
 
@@ -332,7 +344,9 @@ impl Ctx {
                     secrets: self.secrets(Secret::GetSnapshot),
                 }
             );
-            return Ok(c.ok_or_code_in(&[Code::NotFound], RULE)?.and_then(|r| r.snapshot));
+            return Ok(c
+                .ok_or_code_in(&[Code::NotFound], RULE)?
+                .and_then(|r| r.snapshot));
         }
         if caps.controller_has(ControllerRpc::ListSnapshots) {
             let c = call!(
@@ -465,7 +479,11 @@ impl Ctx {
     }
 
     /// Unpublish `volume_id` from `node_id`, which must succeed; stops tracking it.
-    pub async fn controller_unpublish(&self, volume_id: &str, node_id: &str) -> Result<(), Failure> {
+    pub async fn controller_unpublish(
+        &self,
+        volume_id: &str,
+        node_id: &str,
+    ) -> Result<(), Failure> {
         call!(
             self.controller(),
             controller_unpublish_volume,
@@ -504,7 +522,10 @@ impl Ctx {
     }
 
     /// Send NodeStageVolume; on success the staging is tracked.
-    pub async fn node_stage_with(&self, req: NodeStageVolumeRequest) -> Call<NodeStageVolumeResponse> {
+    pub async fn node_stage_with(
+        &self,
+        req: NodeStageVolumeRequest,
+    ) -> Call<NodeStageVolumeResponse> {
         let track = Resource::NodeStage {
             volume_id: req.volume_id.clone(),
             staging_path: req.staging_target_path.clone(),

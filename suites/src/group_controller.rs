@@ -15,7 +15,8 @@ use crate::{call, spec, Ctx, Need, Spec};
 const GROUP: &str = "GroupController";
 
 const SERVICE: Need = Need::PluginService(PluginService::GroupControllerService);
-const GROUP_SNAPSHOTS: Need = Need::GroupControllerCap(GroupRpc::CreateDeleteGetVolumeGroupSnapshot);
+const GROUP_SNAPSHOTS: Need =
+    Need::GroupControllerCap(GroupRpc::CreateDeleteGetVolumeGroupSnapshot);
 
 pub fn specs() -> Vec<Spec> {
     vec![

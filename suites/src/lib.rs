@@ -64,6 +64,7 @@ pub mod secrets;
 pub mod spec;
 pub mod tracker;
 
+pub mod beyond;
 pub mod controller;
 pub mod create_volume;
 pub mod expand;
@@ -94,5 +95,6 @@ pub fn all() -> Vec<Spec> {
     specs.extend(modify::specs());
     specs.extend(group_controller::specs());
     specs.extend(node::specs());
+    specs.extend(beyond::specs());
     specs
 }

@@ -16,15 +16,27 @@ const MODIFY: Need = Need::ControllerCap(ControllerRpc::ModifyVolume);
 const CREATE_DELETE: Need = Need::ControllerCap(ControllerRpc::CreateDeleteVolume);
 
 fn unsupported() -> HashMap<String, String> {
-    HashMap::from([("csi-sanity.invalid/XXX_FakeKey".to_string(), "XXX_FakeValue".to_string())])
+    HashMap::from([(
+        "csi-sanity.invalid/XXX_FakeKey".to_string(),
+        "XXX_FakeValue".to_string(),
+    )])
 }
 
-async fn modify(ctx: &Ctx, volume_id: &str, params: HashMap<String, String>) -> crate::Call<csi_proto::v1::ControllerModifyVolumeResponse> {
-    call!(ctx.controller(), controller_modify_volume, "ControllerModifyVolume", ControllerModifyVolumeRequest {
-        volume_id: volume_id.to_string(),
-        secrets: ctx.secrets(Secret::ControllerModifyVolume),
-        mutable_parameters: params,
-    })
+async fn modify(
+    ctx: &Ctx,
+    volume_id: &str,
+    params: HashMap<String, String>,
+) -> crate::Call<csi_proto::v1::ControllerModifyVolumeResponse> {
+    call!(
+        ctx.controller(),
+        controller_modify_volume,
+        "ControllerModifyVolume",
+        ControllerModifyVolumeRequest {
+            volume_id: volume_id.to_string(),
+            secrets: ctx.secrets(Secret::ControllerModifyVolume),
+            mutable_parameters: params,
+        }
+    )
 }
 
 /// A test volume, created with the configured mutable parameters when `with_class`.

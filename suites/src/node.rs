@@ -63,7 +63,11 @@ async fn check_published_target(ctx: &Ctx, target: &str) -> Result<(), Failure> 
         "NodePublishVolume",
         format!(
             "a {} at {target}",
-            if ctx.config().is_block() { "file" } else { "directory" }
+            if ctx.config().is_block() {
+                "file"
+            } else {
+                "directory"
+            }
         ),
         kind,
         RULE,
@@ -94,9 +98,12 @@ fn total_bytes(resp: &NodeGetVolumeStatsResponse) -> Option<i64> {
 /// create → [controller publish] → [stage] → publish → [stats] → unpublish →
 /// [unstage] → [controller unpublish] → delete.
 async fn node_lifecycle(ctx: &Ctx, repeats: u32) -> Result<(), Failure> {
-    const RULE: &str = "spec: every Node RPC is idempotent — a repeated call with the same arguments MUST succeed";
+    const RULE: &str =
+        "spec: every Node RPC is idempotent — a repeated call with the same arguments MUST succeed";
     let repeats = repeats.max(1);
-    let volume = ctx.create_volume(&ctx.unique_name("node-lifecycle")).await?;
+    let volume = ctx
+        .create_volume(&ctx.unique_name("node-lifecycle"))
+        .await?;
     let node_id = ctx.node_id().await?;
     let caps = ctx.caps().clone();
     let publish_context = if caps.controller_has(ControllerRpc::PublishUnpublishVolume) {
@@ -118,17 +125,29 @@ async fn node_lifecycle(ctx: &Ctx, repeats: u32) -> Result<(), Failure> {
     };
     let target = ctx.target_path().await?;
     for i in 0..repeats {
-        ctx.node_publish_with(ctx.node_publish_request(&volume, staging.as_deref(), &target, &publish_context))
-            .await
-            .ok(RULE)
-            .map_err(|f| f.during(format!("NodePublishVolume call {} of {repeats}", i + 1)))?;
+        ctx.node_publish_with(ctx.node_publish_request(
+            &volume,
+            staging.as_deref(),
+            &target,
+            &publish_context,
+        ))
+        .await
+        .ok(RULE)
+        .map_err(|f| f.during(format!("NodePublishVolume call {} of {repeats}", i + 1)))?;
     }
     check_published_target(ctx, &target).await?;
     if caps.node_has(NodeRpc::GetVolumeStats) {
         let c = stats(ctx, &volume.volume_id, &target).await;
         let request = c.request.clone();
         let resp = c.ok("NodeGetVolumeStats: a published volume's stats MUST be available")?;
-        ensure_call(!resp.usage.is_empty(), "NodeGetVolumeStats", &request, "at least one usage entry", &resp, "spec NodeGetVolumeStats: usage is REQUIRED")?;
+        ensure_call(
+            !resp.usage.is_empty(),
+            "NodeGetVolumeStats",
+            &request,
+            "at least one usage entry",
+            &resp,
+            "spec NodeGetVolumeStats: usage is REQUIRED",
+        )?;
     }
     for i in 0..repeats {
         call!(ctx.node(), node_unpublish_volume, "NodeUnpublishVolume", NodeUnpublishVolumeRequest {
@@ -138,7 +157,10 @@ async fn node_lifecycle(ctx: &Ctx, repeats: u32) -> Result<(), Failure> {
         .ok("NodeUnpublishVolume: unpublishing (again) MUST succeed; a target that is not published → OK")
         .map_err(|f| f.during(format!("NodeUnpublishVolume call {} of {repeats}", i + 1)))?;
     }
-    ctx.tracker().forget(&crate::Resource::NodePublish { volume_id: volume.volume_id.clone(), target_path: target });
+    ctx.tracker().forget(&crate::Resource::NodePublish {
+        volume_id: volume.volume_id.clone(),
+        target_path: target,
+    });
     if let Some(staging) = staging {
         for i in 0..repeats {
             call!(ctx.node(), node_unstage_volume, "NodeUnstageVolume", NodeUnstageVolumeRequest {
@@ -148,10 +170,14 @@ async fn node_lifecycle(ctx: &Ctx, repeats: u32) -> Result<(), Failure> {
             .ok("NodeUnstageVolume: unstaging (again) MUST succeed; a volume that is not staged → OK")
             .map_err(|f| f.during(format!("NodeUnstageVolume call {} of {repeats}", i + 1)))?;
         }
-        ctx.tracker().forget(&crate::Resource::NodeStage { volume_id: volume.volume_id.clone(), staging_path: staging });
+        ctx.tracker().forget(&crate::Resource::NodeStage {
+            volume_id: volume.volume_id.clone(),
+            staging_path: staging,
+        });
     }
     if caps.controller_has(ControllerRpc::PublishUnpublishVolume) {
-        ctx.controller_unpublish(&volume.volume_id, &node_id).await?;
+        ctx.controller_unpublish(&volume.volume_id, &node_id)
+            .await?;
     }
     ctx.delete_volume(&volume.volume_id).await
 }
@@ -215,9 +241,9 @@ fn publish_specs() -> Vec<Spec> {
             [NODE_SERVICE],
             |ctx: Ctx| async move {
                 let target = ctx.target_path().await?;
-                let volume = Volume::default();
+                let staging = if ctx.caps().node_has(NodeRpc::StageUnstageVolume) { Some(ctx.staging_path().await?) } else { None };
                 call!(ctx.node(), node_publish_volume, "NodePublishVolume",
-                    ctx.node_publish_request(&volume, None, &target, &HashMap::new()))
+                    ctx.node_publish_request(&Volume::default(), staging.as_deref(), &target, &HashMap::new()))
                     .code(Code::InvalidArgument, "NodePublishVolume: volume_id is REQUIRED → INVALID_ARGUMENT")?;
                 Ok(())
             }
@@ -229,11 +255,9 @@ fn publish_specs() -> Vec<Spec> {
             [NODE_SERVICE],
             |ctx: Ctx| async move {
                 let volume = some_volume(&ctx).await?;
-                let staging = ctx.staging_path().await?;
-                call!(ctx.node(), node_publish_volume, "NodePublishVolume", NodePublishVolumeRequest {
-                    staging_target_path: if ctx.caps().node_has(NodeRpc::StageUnstageVolume) { staging } else { String::new() },
-                    ..ctx.node_publish_request(&volume, None, "", &HashMap::new())
-                })
+                let staging = if ctx.caps().node_has(NodeRpc::StageUnstageVolume) { Some(ctx.staging_path().await?) } else { None };
+                call!(ctx.node(), node_publish_volume, "NodePublishVolume",
+                    ctx.node_publish_request(&volume, staging.as_deref(), "", &HashMap::new()))
                 .code(Code::InvalidArgument, "NodePublishVolume: target_path is REQUIRED → INVALID_ARGUMENT")?;
                 Ok(())
             }
@@ -246,11 +270,10 @@ fn publish_specs() -> Vec<Spec> {
             |ctx: Ctx| async move {
                 let volume = some_volume(&ctx).await?;
                 let target = ctx.target_path().await?;
-                let staging = ctx.staging_path().await?;
+                let staging = if ctx.caps().node_has(NodeRpc::StageUnstageVolume) { Some(ctx.staging_path().await?) } else { None };
                 call!(ctx.node(), node_publish_volume, "NodePublishVolume", NodePublishVolumeRequest {
                     volume_capability: None,
-                    staging_target_path: if ctx.caps().node_has(NodeRpc::StageUnstageVolume) { staging } else { String::new() },
-                    ..ctx.node_publish_request(&volume, None, &target, &HashMap::new())
+                    ..ctx.node_publish_request(&volume, staging.as_deref(), &target, &HashMap::new())
                 })
                 .code(Code::InvalidArgument, "NodePublishVolume: volume_capability is REQUIRED → INVALID_ARGUMENT")?;
                 Ok(())
@@ -367,9 +390,16 @@ fn stage_specs() -> Vec<Spec> {
             [NODE_SERVICE, STAGE_UNSTAGE],
             |ctx: Ctx| async move {
                 let staging = ctx.staging_path().await?;
-                call!(ctx.node(), node_stage_volume, "NodeStageVolume",
-                    ctx.node_stage_request(&Volume::default(), &staging, &HashMap::new()))
-                    .code(Code::InvalidArgument, "NodeStageVolume: volume_id is REQUIRED → INVALID_ARGUMENT")?;
+                call!(
+                    ctx.node(),
+                    node_stage_volume,
+                    "NodeStageVolume",
+                    ctx.node_stage_request(&Volume::default(), &staging, &HashMap::new())
+                )
+                .code(
+                    Code::InvalidArgument,
+                    "NodeStageVolume: volume_id is REQUIRED → INVALID_ARGUMENT",
+                )?;
                 Ok(())
             }
         ),
@@ -380,9 +410,16 @@ fn stage_specs() -> Vec<Spec> {
             [NODE_SERVICE, STAGE_UNSTAGE],
             |ctx: Ctx| async move {
                 let volume = some_volume(&ctx).await?;
-                call!(ctx.node(), node_stage_volume, "NodeStageVolume",
-                    ctx.node_stage_request(&volume, "", &HashMap::new()))
-                    .code(Code::InvalidArgument, "NodeStageVolume: staging_target_path is REQUIRED → INVALID_ARGUMENT")?;
+                call!(
+                    ctx.node(),
+                    node_stage_volume,
+                    "NodeStageVolume",
+                    ctx.node_stage_request(&volume, "", &HashMap::new())
+                )
+                .code(
+                    Code::InvalidArgument,
+                    "NodeStageVolume: staging_target_path is REQUIRED → INVALID_ARGUMENT",
+                )?;
                 Ok(())
             }
         ),
@@ -394,11 +431,19 @@ fn stage_specs() -> Vec<Spec> {
             |ctx: Ctx| async move {
                 let volume = some_volume(&ctx).await?;
                 let staging = ctx.staging_path().await?;
-                call!(ctx.node(), node_stage_volume, "NodeStageVolume", NodeStageVolumeRequest {
-                    volume_capability: None,
-                    ..ctx.node_stage_request(&volume, &staging, &HashMap::new())
-                })
-                .code(Code::InvalidArgument, "NodeStageVolume: volume_capability is REQUIRED → INVALID_ARGUMENT")?;
+                call!(
+                    ctx.node(),
+                    node_stage_volume,
+                    "NodeStageVolume",
+                    NodeStageVolumeRequest {
+                        volume_capability: None,
+                        ..ctx.node_stage_request(&volume, &staging, &HashMap::new())
+                    }
+                )
+                .code(
+                    Code::InvalidArgument,
+                    "NodeStageVolume: volume_capability is REQUIRED → INVALID_ARGUMENT",
+                )?;
                 Ok(())
             }
         ),
@@ -408,11 +453,19 @@ fn stage_specs() -> Vec<Spec> {
             "spec NodeUnstageVolume: volume_id is REQUIRED",
             [NODE_SERVICE, STAGE_UNSTAGE],
             |ctx: Ctx| async move {
-                call!(ctx.node(), node_unstage_volume, "NodeUnstageVolume", NodeUnstageVolumeRequest {
-                    volume_id: String::new(),
-                    staging_target_path: ctx.staging_path().await?,
-                })
-                .code(Code::InvalidArgument, "NodeUnstageVolume: volume_id is REQUIRED → INVALID_ARGUMENT")?;
+                call!(
+                    ctx.node(),
+                    node_unstage_volume,
+                    "NodeUnstageVolume",
+                    NodeUnstageVolumeRequest {
+                        volume_id: String::new(),
+                        staging_target_path: ctx.staging_path().await?,
+                    }
+                )
+                .code(
+                    Code::InvalidArgument,
+                    "NodeUnstageVolume: volume_id is REQUIRED → INVALID_ARGUMENT",
+                )?;
                 Ok(())
             }
         ),
@@ -423,11 +476,19 @@ fn stage_specs() -> Vec<Spec> {
             [NODE_SERVICE, STAGE_UNSTAGE],
             |ctx: Ctx| async move {
                 let volume = some_volume(&ctx).await?;
-                call!(ctx.node(), node_unstage_volume, "NodeUnstageVolume", NodeUnstageVolumeRequest {
-                    volume_id: volume.volume_id.clone(),
-                    staging_target_path: String::new(),
-                })
-                .code(Code::InvalidArgument, "NodeUnstageVolume: staging_target_path is REQUIRED → INVALID_ARGUMENT")?;
+                call!(
+                    ctx.node(),
+                    node_unstage_volume,
+                    "NodeUnstageVolume",
+                    NodeUnstageVolumeRequest {
+                        volume_id: volume.volume_id.clone(),
+                        staging_target_path: String::new(),
+                    }
+                )
+                .code(
+                    Code::InvalidArgument,
+                    "NodeUnstageVolume: staging_target_path is REQUIRED → INVALID_ARGUMENT",
+                )?;
                 Ok(())
             }
         ),
@@ -599,6 +660,14 @@ fn expand_specs() -> Vec<Spec> {
                     volume_capability: Some(ctx.default_capability()),
                     secrets: ctx.secrets(Secret::NodeExpandVolume),
                 });
+                if c.status_code() == Code::FailedPrecondition {
+                    // The spec allows it: "the volume can't be expanded in its current
+                    // state" (e.g. a kernel that refuses online resizing).
+                    let msg = c.result.as_ref().err().map(|s| s.message().to_string()).unwrap_or_default();
+                    return Err(Failure::skip(format!(
+                        "NodeExpandVolume answered FAILED_PRECONDITION, which the spec allows when the volume can't be expanded in its current state: {msg}"
+                    )));
+                }
                 let request = c.request.clone();
                 let resp = c.ok(RULE)?;
                 ensure_call(resp.capacity_bytes == 0 || resp.capacity_bytes >= to, "NodeExpandVolume", &request,

@@ -155,7 +155,8 @@ impl Ctx {
     /// What is at `path`, by the check-path command or `stat`.
     pub async fn check_path(&self, path: &str) -> Result<PathKind, Failure> {
         let config = self.config();
-        const RULE: &str = "harness: --csi.checkpathcmd must print file, directory, not_found or other";
+        const RULE: &str =
+            "harness: --csi.checkpathcmd must print file, directory, not_found or other";
         if let Some(cmd) = &config.check_path_cmd {
             let out = run_path_command(cmd, path, config.check_path_cmd_timeout)
                 .await
@@ -173,11 +174,7 @@ impl Ctx {
             Ok(m) if m.is_dir() => Ok(PathKind::Directory),
             Ok(_) => Ok(PathKind::Other),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PathKind::NotFound),
-            Err(e) => Err(Failure::new(
-                format!("to stat {path}"),
-                e.to_string(),
-                RULE,
-            )),
+            Err(e) => Err(Failure::new(format!("to stat {path}"), e.to_string(), RULE)),
         }
     }
 

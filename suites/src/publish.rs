@@ -15,6 +15,19 @@ const GROUP: &str = "Controller::ControllerPublishVolume";
 const PUBLISH: Need = Need::ControllerCap(ControllerRpc::PublishUnpublishVolume);
 const CREATE_DELETE: Need = Need::ControllerCap(ControllerRpc::CreateDeleteVolume);
 
+/// A node id that exists, for specs that break another field: this node's when the
+/// node service answers, else the configured second node, else an unknown one.
+async fn existing_node_id(ctx: &Ctx) -> Result<String, Failure> {
+    if ctx.caps().node_service {
+        return ctx.node_id().await;
+    }
+    Ok(ctx
+        .config()
+        .second_node_id
+        .clone()
+        .unwrap_or_else(|| ctx.unknown_node_id()))
+}
+
 /// Create, publish, unpublish and delete one volume, each call made `repeats` times;
 /// every repeat must succeed with the same answer.
 async fn controller_lifecycle(ctx: &Ctx, repeats: u32) -> Result<(), Failure> {
@@ -25,19 +38,37 @@ async fn controller_lifecycle(ctx: &Ctx, repeats: u32) -> Result<(), Failure> {
     for i in 1..repeats {
         let c = ctx.create_volume_with(ctx.volume_request(&name)).await;
         let request = c.request.clone();
-        let again = c.ok(RULE).map_err(|f| f.during(format!("CreateVolume repeat {}", i + 1)))?;
+        let again = c
+            .ok(RULE)
+            .map_err(|f| f.during(format!("CreateVolume repeat {}", i + 1)))?;
         let id = again.volume.map(|v| v.volume_id).unwrap_or_default();
-        ensure_call(id == volume.volume_id, "CreateVolume", &request,
-            format!("the same volume {}", volume.volume_id), &id, RULE)?;
+        ensure_call(
+            id == volume.volume_id,
+            "CreateVolume",
+            &request,
+            format!("the same volume {}", volume.volume_id),
+            &id,
+            RULE,
+        )?;
     }
 
     let context = ctx.controller_publish(&volume, &node_id).await?;
     for i in 1..repeats {
-        let c = ctx.controller_publish_with(ctx.controller_publish_request(&volume, &node_id)).await;
+        let c = ctx
+            .controller_publish_with(ctx.controller_publish_request(&volume, &node_id))
+            .await;
         let request = c.request.clone();
-        let again = c.ok(RULE).map_err(|f| f.during(format!("ControllerPublishVolume repeat {}", i + 1)))?;
-        ensure_call(again.publish_context == context, "ControllerPublishVolume", &request,
-            format!("the same publish_context {context:?}"), &again.publish_context, RULE)?;
+        let again = c
+            .ok(RULE)
+            .map_err(|f| f.during(format!("ControllerPublishVolume repeat {}", i + 1)))?;
+        ensure_call(
+            again.publish_context == context,
+            "ControllerPublishVolume",
+            &request,
+            format!("the same publish_context {context:?}"),
+            &again.publish_context,
+            RULE,
+        )?;
     }
 
     for i in 0..repeats.max(1) {
@@ -49,17 +80,27 @@ async fn controller_lifecycle(ctx: &Ctx, repeats: u32) -> Result<(), Failure> {
         .ok("ControllerUnpublishVolume: unpublishing (again) MUST succeed; a volume that is not published → OK")
         .map_err(|f| f.during(format!("ControllerUnpublishVolume call {}", i + 1)))?;
     }
-    ctx.tracker().forget(&crate::Resource::ControllerPublish { volume_id: volume.volume_id.clone(), node_id });
+    ctx.tracker().forget(&crate::Resource::ControllerPublish {
+        volume_id: volume.volume_id.clone(),
+        node_id,
+    });
 
     for i in 0..repeats.max(1) {
-        call!(ctx.controller(), delete_volume, "DeleteVolume", DeleteVolumeRequest {
-            volume_id: volume.volume_id.clone(),
-            secrets: ctx.secrets(Secret::DeleteVolume),
-        })
+        call!(
+            ctx.controller(),
+            delete_volume,
+            "DeleteVolume",
+            DeleteVolumeRequest {
+                volume_id: volume.volume_id.clone(),
+                secrets: ctx.secrets(Secret::DeleteVolume),
+            }
+        )
         .ok("DeleteVolume: deleting (again) MUST succeed; an unknown volume → OK")
         .map_err(|f| f.during(format!("DeleteVolume call {}", i + 1)))?;
     }
-    ctx.tracker().forget(&crate::Resource::Volume { id: volume.volume_id });
+    ctx.tracker().forget(&crate::Resource::Volume {
+        id: volume.volume_id,
+    });
     Ok(())
 }
 
@@ -73,7 +114,7 @@ pub fn specs() -> Vec<Spec> {
             |ctx: Ctx| async move {
                 call!(ctx.controller(), controller_publish_volume, "ControllerPublishVolume", ControllerPublishVolumeRequest {
                     volume_id: String::new(),
-                    node_id: ctx.unknown_node_id(),
+                    node_id: existing_node_id(&ctx).await?,
                     volume_capability: Some(ctx.default_capability()),
                     secrets: ctx.secrets(Secret::ControllerPublishVolume),
                     ..Default::default()
@@ -186,7 +227,7 @@ pub fn specs() -> Vec<Spec> {
             |ctx: Ctx| async move {
                 call!(ctx.controller(), controller_unpublish_volume, "ControllerUnpublishVolume", ControllerUnpublishVolumeRequest {
                     volume_id: String::new(),
-                    node_id: ctx.unknown_node_id(),
+                    node_id: existing_node_id(&ctx).await?,
                     secrets: ctx.secrets(Secret::ControllerUnpublishVolume),
                 })
                 .code(Code::InvalidArgument, "ControllerUnpublishVolume: volume_id is REQUIRED → INVALID_ARGUMENT")?;

@@ -32,12 +32,17 @@ async fn list(ctx: &Ctx, req: ListSnapshotsRequest) -> Call<ListSnapshotsRespons
 }
 
 fn snapshots(resp: ListSnapshotsResponse) -> Vec<Snapshot> {
-    resp.entries.into_iter().filter_map(|e| e.snapshot).collect()
+    resp.entries
+        .into_iter()
+        .filter_map(|e| e.snapshot)
+        .collect()
 }
 
 /// A volume and a snapshot of it.
 async fn volume_and_snapshot(ctx: &Ctx, tag: &str) -> Result<(String, Snapshot), Failure> {
-    let v = ctx.create_volume(&ctx.unique_name(&format!("{tag}-source"))).await?;
+    let v = ctx
+        .create_volume(&ctx.unique_name(&format!("{tag}-source")))
+        .await?;
     let s = ctx
         .create_snapshot(&ctx.unique_name(tag), &v.volume_id)
         .await?;
@@ -46,26 +51,47 @@ async fn volume_and_snapshot(ctx: &Ctx, tag: &str) -> Result<(String, Snapshot),
 
 /// Every snapshot id ListSnapshots returns, walking pages of `max_entries`.
 async fn walk_snapshots(ctx: &Ctx, max_entries: i32) -> Result<(Vec<String>, usize), Failure> {
-    const RULE: &str = "spec ListSnapshots: max_entries bounds a page; next_token continues the listing";
+    const RULE: &str =
+        "spec ListSnapshots: max_entries bounds a page; next_token continues the listing";
     let mut ids = Vec::new();
     let mut token = String::new();
     let mut tokens = HashSet::new();
     let mut pages = 0;
     loop {
-        let c = list(ctx, ListSnapshotsRequest { max_entries, starting_token: token.clone(), ..Default::default() }).await;
+        let c = list(
+            ctx,
+            ListSnapshotsRequest {
+                max_entries,
+                starting_token: token.clone(),
+                ..Default::default()
+            },
+        )
+        .await;
         let request = c.request.clone();
         let resp = c.ok(RULE)?;
         pages += 1;
         let next = resp.next_token.clone();
         let page = snapshots(resp);
-        ensure_call(page.len() <= max_entries as usize, "ListSnapshots", &request,
-            format!("at most max_entries = {max_entries} entries"), page.len(), RULE)?;
+        ensure_call(
+            page.len() <= max_entries as usize,
+            "ListSnapshots",
+            &request,
+            format!("at most max_entries = {max_entries} entries"),
+            page.len(),
+            RULE,
+        )?;
         ids.extend(page.into_iter().map(|s| s.snapshot_id));
         if next.is_empty() {
             return Ok((ids, pages));
         }
-        ensure_call(tokens.insert(next.clone()) && pages < 100_000, "ListSnapshots", &request,
-            "each next_token to lead on (the walk must end)", format!("next_token {next:?} came back again"), RULE)?;
+        ensure_call(
+            tokens.insert(next.clone()) && pages < 100_000,
+            "ListSnapshots",
+            &request,
+            "each next_token to lead on (the walk must end)",
+            format!("next_token {next:?} came back again"),
+            RULE,
+        )?;
         token = next;
     }
 }
@@ -103,7 +129,9 @@ fn list_specs() -> Vec<Spec> {
             [LIST_SNAPSHOTS, SNAPSHOTS, VOLUMES],
             |ctx: Ctx| async move {
                 const RULE: &str = "ListSnapshots: filtering by snapshot_id returns that one snapshot";
-                let (_, snap) = volume_and_snapshot(&ctx, "list-by-id").await?;
+                let (volume_id, snap) = volume_and_snapshot(&ctx, "list-by-id").await?;
+                // A second snapshot, which must not come back.
+                ctx.create_snapshot(&ctx.unique_name("list-by-id-other"), &volume_id).await?;
                 let c = list(&ctx, ListSnapshotsRequest { snapshot_id: snap.snapshot_id.clone(), ..Default::default() }).await;
                 let request = c.request.clone();
                 let got = snapshots(c.ok(RULE)?);
@@ -211,11 +239,19 @@ fn get_specs() -> Vec<Spec> {
             "spec GetSnapshot: snapshot_id is REQUIRED",
             [GET_SNAPSHOT],
             |ctx: Ctx| async move {
-                call!(ctx.controller(), get_snapshot, "GetSnapshot", GetSnapshotRequest {
-                    snapshot_id: String::new(),
-                    secrets: ctx.secrets(Secret::GetSnapshot),
-                })
-                .code(Code::InvalidArgument, "GetSnapshot: snapshot_id is REQUIRED → INVALID_ARGUMENT")?;
+                call!(
+                    ctx.controller(),
+                    get_snapshot,
+                    "GetSnapshot",
+                    GetSnapshotRequest {
+                        snapshot_id: String::new(),
+                        secrets: ctx.secrets(Secret::GetSnapshot),
+                    }
+                )
+                .code(
+                    Code::InvalidArgument,
+                    "GetSnapshot: snapshot_id is REQUIRED → INVALID_ARGUMENT",
+                )?;
                 Ok(())
             }
         ),
@@ -225,16 +261,30 @@ fn get_specs() -> Vec<Spec> {
             "spec GetSnapshot: returns the snapshot with snapshot_id",
             [GET_SNAPSHOT, SNAPSHOTS, VOLUMES],
             |ctx: Ctx| async move {
-                const RULE: &str = "GetSnapshot: an existing snapshot is returned, with its id and source volume";
+                const RULE: &str =
+                    "GetSnapshot: an existing snapshot is returned, with its id and source volume";
                 let (volume_id, snap) = volume_and_snapshot(&ctx, "get").await?;
-                let c = call!(ctx.controller(), get_snapshot, "GetSnapshot", GetSnapshotRequest {
-                    snapshot_id: snap.snapshot_id.clone(),
-                    secrets: ctx.secrets(Secret::GetSnapshot),
-                });
+                let c = call!(
+                    ctx.controller(),
+                    get_snapshot,
+                    "GetSnapshot",
+                    GetSnapshotRequest {
+                        snapshot_id: snap.snapshot_id.clone(),
+                        secrets: ctx.secrets(Secret::GetSnapshot),
+                    }
+                );
                 let request = c.request.clone();
                 let got = c.ok(RULE)?.snapshot;
-                ensure_call(got.as_ref().is_some_and(|s| s.snapshot_id == snap.snapshot_id && s.source_volume_id == volume_id),
-                    "GetSnapshot", &request, format!("snapshot {} of volume {volume_id}", snap.snapshot_id), &got, RULE)
+                ensure_call(
+                    got.as_ref().is_some_and(|s| {
+                        s.snapshot_id == snap.snapshot_id && s.source_volume_id == volume_id
+                    }),
+                    "GetSnapshot",
+                    &request,
+                    format!("snapshot {} of volume {volume_id}", snap.snapshot_id),
+                    &got,
+                    RULE,
+                )
             }
         ),
         spec!(
@@ -243,11 +293,19 @@ fn get_specs() -> Vec<Spec> {
             "spec GetSnapshot: \"Snapshot does not exist\" → 5 NOT_FOUND",
             [GET_SNAPSHOT],
             |ctx: Ctx| async move {
-                call!(ctx.controller(), get_snapshot, "GetSnapshot", GetSnapshotRequest {
-                    snapshot_id: ctx.unknown_snapshot_id(),
-                    secrets: ctx.secrets(Secret::GetSnapshot),
-                })
-                .code(Code::NotFound, "GetSnapshot: an unknown snapshot → NOT_FOUND")?;
+                call!(
+                    ctx.controller(),
+                    get_snapshot,
+                    "GetSnapshot",
+                    GetSnapshotRequest {
+                        snapshot_id: ctx.unknown_snapshot_id(),
+                        secrets: ctx.secrets(Secret::GetSnapshot),
+                    }
+                )
+                .code(
+                    Code::NotFound,
+                    "GetSnapshot: an unknown snapshot → NOT_FOUND",
+                )?;
                 Ok(())
             }
         ),

@@ -53,7 +53,10 @@ impl Need {
             Need::ControllerCap(c) => format!("driver does not advertise {}", c.as_str_name()),
             Need::NodeCap(c) => format!("driver does not advertise node {}", c.as_str_name()),
             Need::GroupControllerCap(c) => {
-                format!("driver does not advertise group controller {}", c.as_str_name())
+                format!(
+                    "driver does not advertise group controller {}",
+                    c.as_str_name()
+                )
             }
             Need::NodeService => "no node service is reachable".to_string(),
             Need::Root => "skipped: needs root".to_string(),

@@ -206,11 +206,7 @@ impl Ctx {
                 .iter()
                 .map(|(r, f)| format!("{r} ({})", f.actual))
                 .collect();
-            failure.actual = format!(
-                "{}; also left over: {}",
-                failure.actual,
-                others.join("; ")
-            );
+            failure.actual = format!("{}; also left over: {}", failure.actual, others.join("; "));
         }
         failure.rule = CLEANUP_RULE.to_string();
         Err(failure)

@@ -205,25 +205,37 @@ pub struct LoopInfo64 {
 }
 
 nix::ioctl_read_bad!(loop_get_status64, 0x4C05, LoopInfo64);
+nix::ioctl_write_ptr_bad!(loop_set_status64, 0x4C04, LoopInfo64);
+
+/// `LO_FLAGS_AUTOCLEAR`: the kernel detaches the loop device when its last user closes it.
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// The names (`loop3`) of the bound loop devices, from sysfs.
+fn bound_loops() -> Result<Vec<String>, MountError> {
+    let entries =
+        std::fs::read_dir("/sys/block").map_err(|e| MountError::io("listing /sys/block", e))?;
+    Ok(entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        // Only bound loop devices have a `loop` directory.
+        .filter(|name| {
+            name.starts_with("loop") && Path::new("/sys/block").join(name).join("loop").exists()
+        })
+        .collect())
+}
 
 /// The loop device backed by `image`, if one is attached. Matched by the image's device
-/// and inode (as `losetup -j` does), so a path spelled differently still matches.
+/// and inode (as `losetup -j` does), so a path spelled differently still matches. When
+/// the image is gone (deleted while attached), the kernel's record of the backing file's
+/// path is matched instead, so the device can still be found and detached.
 pub fn find_loop(image: &Path) -> Result<Option<BlockDevice>, MountError> {
     let meta = match std::fs::metadata(image) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return find_loop_of_deleted(image),
         Err(e) => return Err(MountError::io(format!("inspecting {}", image.display()), e)),
     };
-    let entries =
-        std::fs::read_dir("/sys/block").map_err(|e| MountError::io("listing /sys/block", e))?;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        // Only bound loop devices have a `loop` directory.
-        if !name.starts_with("loop") || !entry.path().join("loop").exists() {
-            continue;
-        }
-        let node = Path::new("/dev").join(name.as_ref());
+    for name in bound_loops()? {
+        let node = Path::new("/dev").join(&name);
         let Ok(file) = File::open(&node) else {
             continue;
         };
@@ -238,6 +250,53 @@ pub fn find_loop(image: &Path) -> Result<Option<BlockDevice>, MountError> {
         }
     }
     Ok(None)
+}
+
+/// A loop device whose backing file was `image` and has since been deleted.
+fn find_loop_of_deleted(image: &Path) -> Result<Option<BlockDevice>, MountError> {
+    let (Some(dir), Some(name)) = (image.parent(), image.file_name()) else {
+        return Ok(None);
+    };
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return Ok(None);
+    };
+    let wanted = dir.join(name).to_string_lossy().into_owned();
+    let deleted = format!("{wanted} (deleted)");
+    for loop_name in bound_loops()? {
+        let record = Path::new("/sys/block")
+            .join(&loop_name)
+            .join("loop/backing_file");
+        let Ok(backing) = std::fs::read_to_string(record) else {
+            continue;
+        };
+        let backing = backing.trim_end_matches('\n');
+        if backing == wanted || backing == deleted {
+            return inspect(&Path::new("/dev").join(&loop_name)).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Let the kernel detach the loop device by itself once nothing holds it open any more.
+/// Set after mounting a filesystem from it, it is a safety net: when the mount goes away
+/// without NodeUnstageVolume (a test's private mount namespace ending, say), the loop
+/// device goes too instead of staying attached for good.
+pub fn set_autoclear(device: &BlockDevice) -> Result<(), MountError> {
+    let context = || format!("setting autoclear on {}", device.path.display());
+    let file = File::open(&device.path).map_err(|e| MountError::io(context(), e))?;
+    // SAFETY: LoopInfo64 is plain data, valid when zeroed.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 fills a loop_info64, which `info` is.
+    unsafe { loop_get_status64(file.as_raw_fd(), &mut info) }
+        .map_err(|e| MountError::sys(context(), e))?;
+    if info.lo_flags & LO_FLAGS_AUTOCLEAR != 0 {
+        return Ok(());
+    }
+    info.lo_flags |= LO_FLAGS_AUTOCLEAR;
+    // SAFETY: LOOP_SET_STATUS64 reads a loop_info64 through the pointer, which is valid.
+    unsafe { loop_set_status64(file.as_raw_fd(), &info) }
+        .map_err(|e| MountError::sys(context(), e))?;
+    Ok(())
 }
 
 /// Attach `image` as a loop device unless it already is. Returns the device and whether

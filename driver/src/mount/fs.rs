@@ -88,7 +88,7 @@ pub fn parse_blkid(code: Option<i32>, stdout: &str) -> Option<Probe> {
         (Some(t), None, _) => Probe::Filesystem(t),
         (Some(t), Some(usage), _) if usage == "filesystem" => Probe::Filesystem(t),
         (Some(t), Some(usage), _) => Probe::Other(format!("a {t} signature ({usage})")),
-        (None, _, Some(_pt)) => Probe::Blank,
+        (None, _, Some(pt)) => Probe::Other(format!("a {pt} partition table")),
         (None, _, None) => Probe::Other("an unrecognised signature".into()),
     })
 }

@@ -73,16 +73,19 @@ impl Env {
     /// Stop this driver and start a new one over the same directory: nothing in memory
     /// survives, as after a crash.
     pub async fn restart(self) -> Result<Env> {
+        let source = self.device_source;
+        self.restart_as(source).await
+    }
+
+    /// Stop this driver and start one with `--device-source source` over the same directory.
+    pub async fn restart_as(self, source: &'static str) -> Result<Env> {
         let Env {
-            dir,
-            mut driver,
-            device_source,
-            ..
+            dir, mut driver, ..
         } = self;
         if let Some(d) = driver.take() {
             d.stop().await?;
         }
-        Env::start_in(dir, device_source).await
+        Env::start_in(dir, source).await
     }
 
     pub fn root(&self) -> &Path {
@@ -364,6 +367,13 @@ pub fn leftovers(root: &Path) -> Result<Vec<String>> {
             left.push(format!("loop device: {loops}"));
         }
     }
+    // Loop devices whose image is gone (deleted while attached) too.
+    let root_text = path_text(&root.canonicalize()?);
+    for line in run("losetup", &["-a"])?.lines() {
+        if line.contains(&root_text) && line.contains("(deleted)") {
+            left.push(format!("loop device: {line}"));
+        }
+    }
     if let Ok(links) = std::fs::read_dir(root.join("by-id")) {
         for link in links.flatten() {
             left.push(format!("device link {}", link.path().display()));
@@ -380,20 +390,23 @@ pub fn force_clean(root: &Path) {
             let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
         }
     }
-    for image in images(root) {
-        if let Ok(loops) = loops_of(&image) {
-            for line in loops.lines() {
-                if let Some((device, _)) = line.split_once(':') {
-                    let _ = std::process::Command::new("losetup")
-                        .args(["-d", device])
-                        .status();
-                }
-            }
+    let Ok(root) = root.canonicalize() else {
+        return;
+    };
+    let root_text = path_text(&root);
+    let Ok(all) = run("losetup", &["-a"]) else {
+        return;
+    };
+    for line in all.lines().filter(|l| l.contains(&root_text)) {
+        if let Some((device, _)) = line.split_once(':') {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", device])
+                .status();
         }
     }
 }
 
-/// Wait up to a second for a loop device to go (detach may finish asynchronously).
+/// A moment for the kernel to finish detaching loop devices before they are counted.
 pub async fn settle() {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }

@@ -29,6 +29,9 @@ use crate::persist;
 /// share `Faults::seed`.
 const ACTION_RNG_SALT: u64 = 0x5eed_ac71_0000_0001;
 
+/// The longest an action can take, whatever the configured latency.
+const MAX_ACTION_DELAY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// A handle on one cloud. Cloning is cheap and every clone sees the same
 /// state; all methods take `&self` and are safe to call from many tasks.
 #[derive(Clone)]
@@ -806,8 +809,15 @@ impl Core {
         let jitter_share: f64 = self.action_rng.random();
         let fail_draw: f64 = self.action_rng.random();
         let latency = self.config.latency;
-        let delay = latency.for_kind(kind) + scaled(latency.jitter, jitter_share);
-        let due_at = now + chrono::Duration::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+        let delay = latency
+            .for_kind(kind)
+            .saturating_add(scaled(latency.jitter, jitter_share));
+        // An absurd latency is capped (at a century), not a panic, and keeps
+        // the due time a date that state.json can hold.
+        let due_at = chrono::Duration::from_std(delay.min(MAX_ACTION_DELAY))
+            .ok()
+            .and_then(|d| now.checked_add_signed(d))
+            .unwrap_or(now);
         let fails_with = (fail_draw < self.config.faults.action_error_rate).then(|| {
             format!(
                 "{} failed: injected fault (action_error_rate)",
@@ -868,22 +878,20 @@ impl Core {
 
     /// GiB of all volumes, each at its pending resize size if larger.
     fn used_gib(&self) -> u64 {
-        let mut sizes: BTreeMap<&str, u64> = self
-            .state
-            .volumes
-            .values()
-            .map(|v| (v.id.as_str(), v.size_gib))
-            .collect();
-        for id in &self.pending {
-            if let Some(ActionRecord { action, .. }) = self.state.actions.get(id) {
-                if let (ActionKind::Resize, Some(target)) = (action.kind, action.size_gib) {
-                    if let Some(size) = sizes.get_mut(action.volume_id.as_str()) {
-                        *size = (*size).max(target);
-                    }
-                }
-            }
-        }
-        sizes.values().sum()
+        let sizes: u64 = self.state.volumes.values().map(|v| v.size_gib).sum();
+        // At most one resize per volume is pending, so growths add up.
+        let growth: u64 = self
+            .pending_actions()
+            .filter_map(|a| match (a.kind, a.size_gib) {
+                (ActionKind::Resize, Some(target)) => self
+                    .state
+                    .volumes
+                    .get(&a.volume_id)
+                    .map(|v| target.saturating_sub(v.size_gib)),
+                _ => None,
+            })
+            .sum();
+        sizes + growth
     }
 
     fn pending_actions(&self) -> impl Iterator<Item = &Action> {

@@ -290,7 +290,7 @@ impl Action {
 pub struct Droplet {
     /// Numeric id.
     pub id: u64,
-    /// "droplet-<id>".
+    /// `droplet-<id>`.
     pub name: String,
     /// Region slug.
     pub region: String,

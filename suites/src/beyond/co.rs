@@ -325,7 +325,10 @@ const SETTLE_RULE: &str = "spec \"Timeouts\": a call may time out and be retried
 /// Call `attempt` (given each attempt's deadline) until it answers with anything but
 /// a retryable code, pausing with a doubling backoff. Returns the settled call; fails
 /// when it still answers with a retryable code after the policy's budget.
-pub(crate) async fn retry<T, F, Fut>(policy: RetryPolicy, mut attempt: F) -> Result<Call<T>, Failure>
+pub(crate) async fn retry<T, F, Fut>(
+    policy: RetryPolicy,
+    mut attempt: F,
+) -> Result<Call<T>, Failure>
 where
     T: Debug,
     F: FnMut(Duration) -> Fut,
@@ -394,5 +397,10 @@ pub(crate) async fn cut_off_then_settle<R: Rpc>(
     settle(ctx, req, RetryPolicy::patient(ctx))
         .await?
         .ok(rule)
-        .map_err(|f| f.during(format!("retrying {} after calls cut off by short deadlines", R::NAME)))
+        .map_err(|f| {
+            f.during(format!(
+                "retrying {} after calls cut off by short deadlines",
+                R::NAME
+            ))
+        })
 }

@@ -71,9 +71,13 @@ fn io_failure(what: String, e: std::io::Error) -> Failure {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
 ) -> Result<T, Failure> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(Failure::new("the I/O task to finish", e.to_string(), DATA_RULE)))
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(Failure::new(
+            "the I/O task to finish",
+            e.to_string(),
+            DATA_RULE,
+        ))
+    })
 }
 
 /// The size of a block device (or file) at `path`.
@@ -110,18 +114,26 @@ pub(crate) async fn write_pattern(ctx: &Ctx, target: &str, seed: u64) -> Result<
         if block {
             let size = device_size(&target)?;
             let offsets = chunk_offsets(size);
-            let mut f = OpenOptions::new()
-                .write(true)
-                .open(&target)
-                .map_err(|e| io_failure(format!("to open the block volume at {}", target.display()), e))?;
+            let mut f = OpenOptions::new().write(true).open(&target).map_err(|e| {
+                io_failure(
+                    format!("to open the block volume at {}", target.display()),
+                    e,
+                )
+            })?;
             for (i, off) in offsets.iter().enumerate() {
                 f.seek(SeekFrom::Start(*off))
                     .and_then(|_| f.write_all(&pattern(seed + i as u64, CHUNK_BYTES)))
-                    .map_err(|e| io_failure(format!("to write {CHUNK_BYTES} bytes at offset {off}"), e))?;
+                    .map_err(|e| {
+                        io_failure(format!("to write {CHUNK_BYTES} bytes at offset {off}"), e)
+                    })?;
             }
             f.sync_all()
                 .map_err(|e| io_failure("to sync the block volume".into(), e))?;
-            return Ok(Written { seed, file: None, offsets });
+            return Ok(Written {
+                seed,
+                file: None,
+                offsets,
+            });
         }
         let name = format!("beyond-pattern-{seed}.bin");
         let path = target.join(&name);
@@ -138,7 +150,11 @@ pub(crate) async fn write_pattern(ctx: &Ctx, target: &str, seed: u64) -> Result<
         std::fs::File::open(&target)
             .and_then(|d| d.sync_all())
             .map_err(|e| io_failure(format!("to sync the directory {}", target.display()), e))?;
-        Ok(Written { seed, file: Some(name), offsets: Vec::new() })
+        Ok(Written {
+            seed,
+            file: Some(name),
+            offsets: Vec::new(),
+        })
     })
     .await
 }
@@ -157,9 +173,17 @@ pub(crate) async fn verify_pattern(
     let block = ctx.config().is_block();
     blocking(move || {
         let mismatch = |what: String, want: &[u8], got: &[u8]| {
-            let at = want.iter().zip(got).position(|(a, b)| a != b).unwrap_or(want.len().min(got.len()));
+            let at = want
+                .iter()
+                .zip(got)
+                .position(|(a, b)| a != b)
+                .unwrap_or(want.len().min(got.len()));
             Failure::new(
-                format!("{what}: {} bytes, checksum {:016x}", want.len(), checksum(want)),
+                format!(
+                    "{what}: {} bytes, checksum {:016x}",
+                    want.len(),
+                    checksum(want)
+                ),
                 format!(
                     "{} bytes, checksum {:016x}, first difference at byte {at}",
                     got.len(),
@@ -169,18 +193,26 @@ pub(crate) async fn verify_pattern(
             )
         };
         if block {
-            let mut f = OpenOptions::new()
-                .read(true)
-                .open(&target)
-                .map_err(|e| io_failure(format!("to open the block volume at {}", target.display()), e))?;
+            let mut f = OpenOptions::new().read(true).open(&target).map_err(|e| {
+                io_failure(
+                    format!("to open the block volume at {}", target.display()),
+                    e,
+                )
+            })?;
             for (i, off) in written.offsets.iter().enumerate() {
                 let want = pattern(written.seed + i as u64, CHUNK_BYTES);
                 let mut got = vec![0u8; CHUNK_BYTES];
                 f.seek(SeekFrom::Start(*off))
                     .and_then(|_| f.read_exact(&mut got))
-                    .map_err(|e| io_failure(format!("to read {CHUNK_BYTES} bytes at offset {off}"), e))?;
+                    .map_err(|e| {
+                        io_failure(format!("to read {CHUNK_BYTES} bytes at offset {off}"), e)
+                    })?;
                 if got != want {
-                    return Err(mismatch(format!("the chunk written at offset {off}"), &want, &got));
+                    return Err(mismatch(
+                        format!("the chunk written at offset {off}"),
+                        &want,
+                        &got,
+                    ));
                 }
             }
             return Ok(());
@@ -213,7 +245,11 @@ pub(crate) async fn visible_size(ctx: &Ctx, target: &str) -> Result<u64, Failure
             return device_size(&target);
         }
         let st = nix::sys::statvfs::statvfs(&target).map_err(|e| {
-            Failure::new(format!("to statvfs {}", target.display()), e.to_string(), DATA_RULE)
+            Failure::new(
+                format!("to statvfs {}", target.display()),
+                e.to_string(),
+                DATA_RULE,
+            )
         })?;
         Ok(st.blocks() as u64 * st.fragment_size() as u64)
     })
@@ -234,7 +270,10 @@ mod tests {
 
     #[test]
     fn chunk_offsets_stay_inside_the_device() {
-        assert_eq!(chunk_offsets(10 << 30), vec![0, 1 << 30, (10 << 30) - (256 << 10)]);
+        assert_eq!(
+            chunk_offsets(10 << 30),
+            vec![0, 1 << 30, (10 << 30) - (256 << 10)]
+        );
         assert_eq!(chunk_offsets(1 << 20), vec![0, (1 << 20) - (256 << 10)]);
         assert_eq!(chunk_offsets(4096), vec![0]);
     }

@@ -18,9 +18,8 @@ use tonic::Code;
 use super::co::send;
 use super::observe::{look_up, reports_volumes};
 use super::{
-    attach_if_advertised,
-    controller_unpublish_request, delete_volume_request, expand_request, node_unstage_request,
-    stage_fresh, CREATE_DELETE, EXPAND, NODE, PUBLISH, SNAPSHOTS, STAGE,
+    attach_if_advertised, controller_unpublish_request, delete_volume_request, expand_request,
+    node_unstage_request, stage_fresh, CREATE_DELETE, EXPAND, NODE, PUBLISH, SNAPSHOTS, STAGE,
 };
 use crate::check::{ensure, Call, Failure};
 use crate::paths::PathRole;
@@ -56,7 +55,8 @@ fn other_access_type(ctx: &Ctx) -> VolumeCapability {
 /// Filler parameters that bring `base` to about `bytes` bytes of keys and values.
 fn padded_parameters(base: &HashMap<String, String>, bytes: usize) -> HashMap<String, String> {
     let mut params = base.clone();
-    let size = |p: &HashMap<String, String>| p.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    let size =
+        |p: &HashMap<String, String>| p.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
     let mut i = 0;
     while size(&params) + 128 <= bytes {
         params.insert(format!("beyond.csi.example.com/pad-{i:02}"), "x".repeat(96));
@@ -79,7 +79,11 @@ fn path_of_len(ctx: &Ctx, parent: &str, len: usize, role: PathRole) -> Result<St
     let path = format!("{base}{}", "p".repeat(len - base.len()));
     if role == PathRole::Staging {
         std::fs::create_dir(&path).map_err(|e| {
-            Failure::new(format!("to create {path}"), e.to_string(), "harness setup: a long staging path")
+            Failure::new(
+                format!("to create {path}"),
+                e.to_string(),
+                "harness setup: a long staging path",
+            )
         })?;
         ctx.tracker().track(Resource::Path {
             path: path.clone(),

@@ -71,13 +71,19 @@ pub(crate) struct Staged {
     pub staging_path: Option<String>,
 }
 
+/// Whether the driver attaches volumes to nodes (PUBLISH_UNPUBLISH_VOLUME).
+pub(crate) fn attaches(ctx: &Ctx) -> bool {
+    ctx.caps()
+        .controller_has(ControllerRpc::PublishUnpublishVolume)
+}
+
 /// ControllerPublish to this node when the driver advertises PUBLISH_UNPUBLISH_VOLUME
 /// (tracked); the publish context, empty otherwise.
 pub(crate) async fn attach_if_advertised(
     ctx: &Ctx,
     volume: &Volume,
 ) -> Result<HashMap<String, String>, Failure> {
-    if !ctx.caps().controller_has(ControllerRpc::PublishUnpublishVolume) {
+    if !attaches(ctx) {
         return Ok(HashMap::new());
     }
     ctx.controller_publish(volume, &ctx.node_id().await?).await
@@ -180,14 +186,20 @@ pub(crate) fn controller_unpublish_request(
     }
 }
 
-pub(crate) fn node_unstage_request(volume_id: &str, staging_path: &str) -> NodeUnstageVolumeRequest {
+pub(crate) fn node_unstage_request(
+    volume_id: &str,
+    staging_path: &str,
+) -> NodeUnstageVolumeRequest {
     NodeUnstageVolumeRequest {
         volume_id: volume_id.to_string(),
         staging_target_path: staging_path.to_string(),
     }
 }
 
-pub(crate) fn node_unpublish_request(volume_id: &str, target_path: &str) -> NodeUnpublishVolumeRequest {
+pub(crate) fn node_unpublish_request(
+    volume_id: &str,
+    target_path: &str,
+) -> NodeUnpublishVolumeRequest {
     NodeUnpublishVolumeRequest {
         volume_id: volume_id.to_string(),
         target_path: target_path.to_string(),
@@ -201,7 +213,11 @@ pub(crate) fn delete_snapshot_request(ctx: &Ctx, snapshot_id: &str) -> DeleteSna
     }
 }
 
-pub(crate) fn expand_request(ctx: &Ctx, volume_id: &str, bytes: i64) -> ControllerExpandVolumeRequest {
+pub(crate) fn expand_request(
+    ctx: &Ctx,
+    volume_id: &str,
+    bytes: i64,
+) -> ControllerExpandVolumeRequest {
     ControllerExpandVolumeRequest {
         volume_id: volume_id.to_string(),
         capacity_range: Some(CapacityRange {

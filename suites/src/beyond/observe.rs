@@ -58,12 +58,13 @@ pub(crate) async fn look_up(ctx: &Ctx, volume_id: &str) -> Result<Option<Seen>, 
     if caps.controller_has(ControllerRpc::ListVolumes) {
         let with_nodes = caps.controller_has(ControllerRpc::ListVolumesPublishedNodes);
         let entries = list_entries(ctx).await?;
-        return Ok(entries.into_iter().find_map(|(v, nodes)| {
-            (v.volume_id == volume_id).then(|| Seen {
-                volume: v,
-                published_node_ids: if with_nodes { Some(nodes) } else { None },
-            })
-        }));
+        return Ok(entries
+            .into_iter()
+            .find(|(v, _)| v.volume_id == volume_id)
+            .map(|(volume, nodes)| Seen {
+                volume,
+                published_node_ids: with_nodes.then_some(nodes),
+            }));
     }
     Err(Failure::skip(
         "the driver advertises neither GET_VOLUME nor LIST_VOLUMES, so the outcome can't be observed",
@@ -138,6 +139,27 @@ pub(crate) async fn expect_published_to(
     )
 }
 
+/// How many volumes ListVolumes shows published to `node_id`, when the driver lists
+/// volumes with their published nodes.
+pub(crate) async fn volumes_published_to(
+    ctx: &Ctx,
+    node_id: &str,
+) -> Result<Option<usize>, Failure> {
+    if !ctx
+        .caps()
+        .controller_has(ControllerRpc::ListVolumesPublishedNodes)
+    {
+        return Ok(None);
+    }
+    Ok(Some(
+        list_entries(ctx)
+            .await?
+            .iter()
+            .filter(|(_, nodes)| nodes.iter().any(|n| n == node_id))
+            .count(),
+    ))
+}
+
 /// The ids of every volume, when the driver lists volumes.
 pub(crate) async fn volume_ids(ctx: &Ctx) -> Result<Option<HashSet<String>>, Failure> {
     if !ctx.caps().controller_has(ControllerRpc::ListVolumes) {
@@ -203,7 +225,10 @@ impl VolumeCensus {
 }
 
 /// The snapshots of `source_volume_id`, by ListSnapshots; a skip without LIST_SNAPSHOTS.
-pub(crate) async fn snapshots_of(ctx: &Ctx, source_volume_id: &str) -> Result<Vec<Snapshot>, Failure> {
+pub(crate) async fn snapshots_of(
+    ctx: &Ctx,
+    source_volume_id: &str,
+) -> Result<Vec<Snapshot>, Failure> {
     if !ctx.caps().controller_has(ControllerRpc::ListSnapshots) {
         return Err(Failure::skip(
             "the driver does not advertise LIST_SNAPSHOTS, so snapshots can't be counted",
@@ -217,7 +242,11 @@ pub(crate) async fn snapshots_of(ctx: &Ctx, source_volume_id: &str) -> Result<Ve
     let resp = send(ctx, &req, None)
         .await
         .ok("ListSnapshots: a valid request MUST succeed")?;
-    Ok(resp.entries.into_iter().filter_map(|e| e.snapshot).collect())
+    Ok(resp
+        .entries
+        .into_iter()
+        .filter_map(|e| e.snapshot)
+        .collect())
 }
 
 /// How many mounts sit at `path` in this process's mount table, or `None` when the

@@ -8,10 +8,9 @@ use super::observe::{
     reports_volumes, snapshots_of, VolumeCensus,
 };
 use super::{
-    attach_if_advertised,
-    controller_unpublish_request, delete_snapshot_request, delete_volume_request, expand_request,
-    node_unpublish_request, node_unstage_request, stage_fresh, CREATE_DELETE, EXPAND, NODE,
-    PUBLISH, SNAPSHOTS, STAGE,
+    attach_if_advertised, controller_unpublish_request, delete_snapshot_request,
+    delete_volume_request, expand_request, node_unpublish_request, node_unstage_request,
+    stage_fresh, CREATE_DELETE, EXPAND, NODE, PUBLISH, SNAPSHOTS, STAGE,
 };
 use crate::check::{ensure, ensure_call, Failure};
 use crate::{spec, Ctx, Need, Spec};

@@ -42,7 +42,7 @@ use wire::{
 };
 
 /// Most attempts of one request that fails with a 5xx or a connection error.
-const MAX_ATTEMPTS: u32 = 6;
+const MAX_ATTEMPTS: u32 = 8;
 /// Most attempts of one request answered 429.
 const MAX_THROTTLED_ATTEMPTS: u32 = 10;
 /// First retry delay; doubled per attempt, up to [`MAX_BACKOFF`], then jittered.

@@ -1,0 +1,231 @@
+//! The `csi-sanity` binary as a CI script sees it: Go csi-sanity's flags, exit codes
+//! (0 passed, 1 a spec failed, 2 usage or connection error), the closing summary line,
+//! JUnit XML, JSON output, and a fast, clear failure when nothing answers.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{Fault, Proxy, TestDriver};
+
+fn csi_sanity(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_csi-sanity"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn last_line(s: &str) -> &str {
+    s.lines().last().unwrap_or("")
+}
+
+#[test]
+fn version_prints_and_exits_zero() {
+    for flag in ["-version", "--version"] {
+        let o = csi_sanity(&[flag]);
+        assert_eq!(o.status.code(), Some(0));
+        assert!(stdout(&o).starts_with("Version = "), "{}", stdout(&o));
+    }
+}
+
+#[test]
+fn usage_errors_exit_two() {
+    for args in [
+        &["--csi.nosuch=1"][..],
+        &["--csi.endpoint"],
+        &["--csi.testvolumeaccesstype=disk"],
+    ] {
+        let o = csi_sanity(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn a_bad_or_silent_endpoint_fails_fast_and_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let missing = format!("unix://{}", dir.path().join("missing.sock").display());
+    let o = csi_sanity(&["--csi.endpoint", &missing]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no socket"), "{}", stderr(&o));
+
+    // Something listens but never speaks gRPC.
+    let socket = dir.path().join("silent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let silent = format!("unix://{}", socket.display());
+    let o = csi_sanity(&["--csi.endpoint", &silent, "--csi.connect-timeout", "2s"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no answer"), "{}", stderr(&o));
+
+    let o = csi_sanity(&["-csi.endpoint=tcp://127.0.0.1:1"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn list_names_every_spec() {
+    let o = csi_sanity(&["--list"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    let specs = out.lines().filter(|l| l.ends_with(": test")).count();
+    assert!(specs >= 96, "only {specs} specs listed");
+    let o = csi_sanity(&["--list", "--ginkgo.focus", "^Identity::"]);
+    assert_eq!(
+        stdout(&o).lines().filter(|l| l.ends_with(": test")).count(),
+        3
+    );
+}
+
+#[test]
+fn a_go_style_script_runs_unchanged_and_writes_junit() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let driver = rt.block_on(TestDriver::start());
+    let junit = driver.dir.path().join("report.xml");
+    let mount = driver.dir.path().join("m");
+    let staging = driver.dir.path().join("s");
+    let o = csi_sanity(&[
+        &format!("-csi.endpoint={}", driver.endpoint()),
+        "-csi.mountdir",
+        mount.to_str().unwrap(),
+        &format!("--csi.stagingdir={}", staging.display()),
+        "--csi.testvolumesize",
+        "1073741824",
+        "--csi.junitfile",
+        junit.to_str().unwrap(),
+        "--ginkgo.v",
+        "--ginkgo.focus",
+        "^(Identity|GroupController)::",
+        "--test.timeout=0",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
+    // The closing line, exactly; skipped specs listed with their reasons above it.
+    assert_eq!(last_line(&out), "3 passed, 0 failed, 6 skipped", "{out}");
+    assert!(
+        out.contains("ignored (driver does not advertise GROUP_CONTROLLER_SERVICE)"),
+        "{out}"
+    );
+    assert!(out.contains("skipped:\n"), "{out}");
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let report = quick_junit::Report::deserialize_from_str(&xml).expect("well-formed JUnit");
+    assert_eq!(report.tests, 9);
+    assert_eq!(report.failures, 0);
+    let names: Vec<&str> = report.test_suites.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["Identity", "GroupController"]);
+    assert!(
+        xml.contains(r#"<skipped message="driver does not advertise GROUP_CONTROLLER_SERVICE"/>"#),
+        "{xml}"
+    );
+    for case in report.test_suites.iter().flat_map(|s| s.test_cases.iter()) {
+        assert!(case.classname.is_some() && case.time.is_some(), "{case:?}");
+    }
+}
+
+#[test]
+fn a_failing_spec_exits_one_and_its_junit_failure_explains_it() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let driver = rt.block_on(TestDriver::start());
+    let proxy = rt.block_on(Proxy::start(&driver.endpoint(), Fault::ProbeFails));
+    let junit = driver.dir.path().join("failed.xml");
+    let o = csi_sanity(&[
+        "--csi.endpoint",
+        &proxy.endpoint,
+        "--csi.junitfile",
+        junit.to_str().unwrap(),
+        "--ginkgo.focus",
+        "^Identity::",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert_eq!(last_line(&out), "2 passed, 1 failed, 0 skipped");
+    assert!(
+        out.contains("RPC:      Probe")
+            && out.contains("expected: OK")
+            && out.contains("FailedPrecondition"),
+        "{out}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    assert_eq!(report.failures, 1);
+    assert!(
+        xml.contains("<failure message=") && xml.contains("RPC:      Probe"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn json_output_stays_json_and_strict_mode_fails_what_is_not_covered() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let driver = rt.block_on(TestDriver::start());
+    let ep = driver.endpoint();
+    let o = csi_sanity(&[
+        "--csi.endpoint",
+        &ep,
+        "--ginkgo.focus",
+        "^Identity::",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for line in stdout(&o).lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    assert_eq!(last_line(&stderr(&o)), "3 passed, 0 failed, 0 skipped");
+
+    let o = csi_sanity(&[
+        "--csi.endpoint",
+        &ep,
+        "--ginkgo.focus",
+        "^GroupController::",
+        "--csi.strict",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("not covered") && out.contains("GROUP_CONTROLLER_SERVICE (6 specs)"),
+        "{out}"
+    );
+    assert_eq!(last_line(&out), "0 passed, 6 failed, 0 skipped");
+}
+
+#[test]
+fn parallel_specs_pass_as_they_do_one_at_a_time() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let driver = rt.block_on(TestDriver::start());
+    let mount = driver.dir.path().join("m");
+    let staging = driver.dir.path().join("s");
+    let o = csi_sanity(&[
+        "--csi.endpoint",
+        &driver.endpoint(),
+        "--csi.mountdir",
+        mount.to_str().unwrap(),
+        "--csi.stagingdir",
+        staging.to_str().unwrap(),
+        "--csi.testvolumesize",
+        "1073741824",
+        "--csi.parallel",
+        "4",
+        "--ginkgo.focus",
+        "^Controller::(ListVolumes|ListSnapshots|CreateSnapshot|DeleteSnapshot)",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(last_line(&out).ends_with("0 failed, 0 skipped"), "{out}");
+}
