@@ -28,12 +28,26 @@
 //! online, right after mounting.) Success is reported only once the filesystem's own
 //! size covers the device and statvfs shows the growth.
 //!
+//! **Raw block volumes.** Staging one formats and mounts nothing (and records nothing);
+//! publishing bind-mounts the device node onto a target file the node creates. A stage as
+//! raw block at a path that holds a filesystem staging, or a filesystem stage of a volume
+//! published as raw block, is ALREADY_EXISTS. (A raw-block stage that is not published
+//! yet leaves no trace, so a filesystem stage at the same path cannot be told from a
+//! first stage.)
+//!
+//! **Loop devices** (loop mode) are found by the image's device and inode, or by the
+//! kernel's record of its path once the image is deleted, so an unstage after DeleteVolume
+//! still detaches them. Once a filesystem is mounted from one, it is set to autoclear: if
+//! the mount disappears without NodeUnstageVolume (a test's mount namespace ending), the
+//! kernel detaches the device instead of leaving it attached.
+//!
 //! **Paths.** Request paths are checked by [`crate::mount::paths`]: nothing outside the
 //! staging or target path is created, mounted or removed, and a target whose final
 //! component is a symlink is refused. The node creates the target path (a directory, or a
 //! file for a raw block volume) and removes it on unpublish; the staging path belongs to
 //! the CO and is only mounted on and unmounted.
 
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -221,7 +235,7 @@ fn describe(entry: &MountEntry) -> String {
     )
 }
 
-fn options_text(set: &std::collections::BTreeSet<String>) -> String {
+fn options_text(set: &BTreeSet<String>) -> String {
     set.iter().cloned().collect::<Vec<_>>().join(",")
 }
 
@@ -315,7 +329,7 @@ impl NodeService {
     fn device_link(
         &self,
         volume_id: &str,
-        context: &std::collections::HashMap<String, String>,
+        context: &HashMap<String, String>,
     ) -> Result<PathBuf, MountError> {
         const LINK_FIELD: &str = "publish_context[device-link]";
         let name = match (
@@ -337,7 +351,7 @@ impl NodeService {
     async fn obtain_device(
         &self,
         volume_id: &str,
-        context: &std::collections::HashMap<String, String>,
+        context: &HashMap<String, String>,
         deadline: Instant,
     ) -> Result<(BlockDevice, Option<BlockDevice>), MountError> {
         let link = self.device_link(volume_id, context)?;
@@ -385,7 +399,7 @@ impl NodeService {
         volume_id: String,
         staging: PathBuf,
         capability: Capability,
-        context: std::collections::HashMap<String, String>,
+        context: HashMap<String, String>,
         deadline: Instant,
     ) -> Result<(), MountError> {
         let (device, attached_here) = self.obtain_device(&volume_id, &context, deadline).await?;
@@ -497,7 +511,9 @@ impl NodeService {
                 tracing::info!(volume_id, device = %device.path.display(), fs = fs.name(), "formatted a blank device");
             }
             Probe::Filesystem(found) if found == fs.name() => {
-                if fs == FsType::Ext4 {
+                // e2fsck and an offline resize only on a filesystem nothing has mounted
+                // (a second staging path shares the mounted one as it is).
+                if fs == FsType::Ext4 && table.of_device(device.id).next().is_none() {
                     self.grow_ext4_before_mount(volume_id, device).await?;
                 }
             }
@@ -716,9 +732,10 @@ impl NodeService {
         target: PathBuf,
         capability: Capability,
         readonly: bool,
-        context: std::collections::HashMap<String, String>,
+        context: HashMap<String, String>,
     ) -> Result<(), MountError> {
         const FIELD: &str = "target_path";
+        self.check_volume_exists(&volume_id)?;
         let target = paths::resolve(FIELD, &target)?.ok_or_else(|| MountError::UnusablePath {
             field: FIELD,
             path: target.clone(),
@@ -756,15 +773,12 @@ impl NodeService {
         let staged = table
             .at(&staging)
             .ok_or_else(|| not_staged(format!("nothing is mounted at {}", staging.display())))?;
-        if self.loop_mode() {
-            self.check_volume_exists(volume_id)?;
-            if self.attached_loop(volume_id)?.map(|d| d.id) != Some(staged.device) {
-                return Err(not_staged(format!(
-                    "{} holds {}, not this volume",
-                    staging.display(),
-                    describe(staged)
-                )));
-            }
+        if self.loop_mode() && self.attached_loop(volume_id)?.map(|d| d.id) != Some(staged.device) {
+            return Err(not_staged(format!(
+                "{} holds {}, not this volume",
+                staging.display(),
+                describe(staged)
+            )));
         }
         if staged.fs_type != fs.name() {
             return Err(MountError::FilesystemMismatch {
@@ -826,14 +840,13 @@ impl NodeService {
         target: &Path,
         capability: &Capability,
         options: &MountOptions,
-        context: &std::collections::HashMap<String, String>,
+        context: &HashMap<String, String>,
     ) -> Result<(), MountError> {
         let not_staged = |reason: String| MountError::NotStaged {
             volume_id: volume_id.to_string(),
             reason,
         };
         let device = if self.loop_mode() {
-            self.check_volume_exists(volume_id)?;
             self.attached_loop(volume_id)?
                 .ok_or_else(|| not_staged("its image is not attached as a loop device".into()))?
         } else {
@@ -1045,11 +1058,7 @@ impl NodeService {
         required_bytes: u64,
     ) -> Result<u64, MountError> {
         let at = self.volume_at(&volume_id, &path)?;
-        let device = if at.block {
-            device::inspect(&at.path)?
-        } else {
-            device::by_number(at.device)?
-        };
+        let device = device::by_number(at.device)?;
         if self.loop_mode() {
             // The controller grew the image file; the loop device learns it here.
             device::refresh_loop_capacity(&device).await?;
@@ -1371,6 +1380,92 @@ impl Node for NodeService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_errors_map_to_the_codes_the_spec_expects() {
+        use tonic::Code;
+        let path = || PathBuf::from("/p");
+        let cases = [
+            (
+                MountError::MissingField { field: "volume_id" },
+                Code::InvalidArgument,
+            ),
+            (
+                MountError::VolumeNotFound {
+                    volume_id: "v".into(),
+                    reason: "no image".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                MountError::NotMounted {
+                    path: path(),
+                    reason: "not a mount point".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                MountError::Conflict {
+                    path: path(),
+                    existing: "a".into(),
+                    requested: "b".into(),
+                },
+                Code::AlreadyExists,
+            ),
+            (
+                MountError::PublishedElsewhere {
+                    volume_id: "v".into(),
+                    other: path(),
+                    mode: "SINGLE_NODE_WRITER".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                MountError::NotStaged {
+                    volume_id: "v".into(),
+                    reason: "r".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                MountError::CannotGrow {
+                    path: path(),
+                    fs_type: "ext4".into(),
+                    reason: "resize2fs: Permission denied".into(),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                MountError::Timeout {
+                    what: "w".into(),
+                    waited: Duration::from_secs(1),
+                },
+                Code::DeadlineExceeded,
+            ),
+            (
+                MountError::Spawn {
+                    program: "mkfs.xfs".into(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                MountError::Command {
+                    program: "mkfs.ext4".into(),
+                    args: "/dev/loop0".into(),
+                    status: "exit code 1".into(),
+                    stderr: "boom".into(),
+                },
+                Code::Internal,
+            ),
+        ];
+        for (err, code) in cases {
+            let message = err.to_string();
+            let status = Status::from(err);
+            assert_eq!(status.code(), code, "{message}");
+            assert_eq!(status.message(), message);
+        }
+    }
 
     #[test]
     fn grpc_timeouts_parse_in_every_unit() {

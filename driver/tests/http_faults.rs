@@ -57,12 +57,17 @@ async fn create_volume_whose_response_is_lost_is_found_by_its_retry() {
     }
     env.set_faults(fake_cloud::Faults::none());
 
-    let lost_creates = env
+    let creates: Vec<u16> = env
         .exchanges_of("POST", "/v2/volumes")
         .into_iter()
-        .filter(|e| e.path == "/v2/volumes" && e.status == 500)
-        .count();
-    assert!(lost_creates > 0, "some create's answer was lost (applied, answered 500)");
+        .filter(|e| e.path == "/v2/volumes")
+        .map(|e| e.status)
+        .collect();
+    assert!(creates.contains(&500), "some create's answer was lost (applied, answered 500)");
+    assert!(
+        creates.contains(&409),
+        "a retried create found its name taken and took the volume as its own: {creates:?}"
+    );
     for (name, id) in names.iter().zip(&ids) {
         let existing = env.volumes_named(name);
         assert_eq!(existing.len(), 1, "exactly one volume named {name}");
@@ -181,3 +186,4 @@ async fn lists_longer_than_a_page_are_read_page_by_page() {
         .count();
     assert_eq!(pages, 2, "two pages of 200");
 }
+

@@ -3,6 +3,10 @@ use std::process::ExitCode;
 use csi_sanity::cli::{self, Command};
 
 fn main() -> ExitCode {
+    // `csi-sanity load ...` is the load mode, with flags of its own.
+    if std::env::args().nth(1).as_deref() == Some("load") {
+        return csi_sanity::load::main(std::env::args().skip(2).collect());
+    }
     let config = match cli::parse(std::env::args().skip(1)) {
         Ok(Command::Run(config)) => config,
         Ok(Command::Version) => {

@@ -271,3 +271,54 @@ pub fn ensure_call(
         f
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use csi_proto::v1::CreateVolumeRequest;
+
+    #[test]
+    fn a_failure_names_the_rpc_the_redacted_request_and_both_outcomes() {
+        let req = CreateVolumeRequest {
+            name: "pvc-1".into(),
+            secrets: [("password".to_string(), "hunter2".to_string())].into(),
+            ..Default::default()
+        };
+        let call: Call<()> = Call::new("CreateVolume", &req, Err(Status::internal("boom")));
+        let text = call
+            .code(Code::InvalidArgument, "CreateVolume: name is REQUIRED")
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("RPC:      CreateVolume"), "{text}");
+        assert!(
+            text.contains("pvc-1") && text.contains("password"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "a secret leaked: {text}");
+        assert!(text.contains("expected: InvalidArgument"), "{text}");
+        assert!(text.contains("actual:   Internal: \"boom\""), "{text}");
+        assert!(
+            text.contains("rule:     CreateVolume: name is REQUIRED"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ok_or_code_in_accepts_ok_and_the_listed_codes_only() {
+        let req = CreateVolumeRequest::default();
+        let ok: Call<u8> = Call::new("CreateVolume", &req, Ok(1));
+        assert_eq!(ok.ok_or_code_in(&[Code::NotFound], "r").unwrap(), Some(1));
+        let gone: Call<u8> = Call::new("CreateVolume", &req, Err(Status::not_found("x")));
+        assert_eq!(gone.ok_or_code_in(&[Code::NotFound], "r").unwrap(), None);
+        let bad: Call<u8> = Call::new("CreateVolume", &req, Err(Status::internal("x")));
+        let f = bad.ok_or_code_in(&[Code::NotFound], "r").unwrap_err();
+        assert_eq!(f.expected, "OK or NotFound");
+    }
+
+    #[test]
+    fn a_skip_reads_as_a_skip() {
+        let f = Failure::skip("not here");
+        assert!(f.is_skip());
+        assert_eq!(f.to_string(), "skipped: not here");
+    }
+}

@@ -308,3 +308,68 @@ impl Ctx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undo_order_is_by_phase_then_newest_first() {
+        let t = Tracker::new(Default::default(), "spec");
+        let vol = |id: &str| Resource::Volume { id: id.into() };
+        t.track(Resource::Path {
+            path: "/t".into(),
+            role: PathRole::Target,
+        });
+        t.track(vol("a"));
+        t.track(Resource::ControllerPublish {
+            volume_id: "a".into(),
+            node_id: "1".into(),
+        });
+        t.track(Resource::NodeStage {
+            volume_id: "a".into(),
+            staging_path: "/s".into(),
+        });
+        t.track(Resource::NodePublish {
+            volume_id: "a".into(),
+            target_path: "/t/target".into(),
+        });
+        t.track(Resource::Snapshot { id: "s1".into() });
+        t.track(vol("b"));
+        t.track(vol("a")); // tracked twice, undone once
+        let order: Vec<String> = t
+            .drain_in_undo_order()
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "volume a published at /t/target",
+                "volume a staged at /s",
+                "volume a published to node 1",
+                "snapshot s1",
+                "volume b",
+                "volume a",
+                "directory /t",
+            ]
+        );
+        assert!(t.resources().is_empty());
+    }
+
+    #[test]
+    fn tracked_volumes_and_snapshots_land_in_the_run_ledger() {
+        let ledger: Arc<Mutex<Ledger>> = Default::default();
+        let t = Tracker::new(ledger.clone(), "my spec");
+        t.track(Resource::Volume { id: "v".into() });
+        t.track(Resource::Snapshot { id: "s".into() });
+        assert!(t.forget(&Resource::Volume { id: "v".into() }));
+        let ledger = ledger.lock().unwrap();
+        // Forgetting does not erase the ledger: the end-of-run check still looks for it.
+        assert_eq!(ledger.volumes.get("v").map(String::as_str), Some("my spec"));
+        assert_eq!(
+            ledger.snapshots.get("s").map(String::as_str),
+            Some("my spec")
+        );
+    }
+}

@@ -41,6 +41,14 @@ fn accepted_or_invalid<T: std::fmt::Debug>(c: Call<T>, rule: &str) -> Result<(),
     c.ok_or_code_in(&[Code::InvalidArgument], rule).map(|_| ())
 }
 
+/// Whether `message` names `id` as a word of its own (a node id "1" is not named by
+/// a volume id that happens to contain a 1).
+fn names(message: &str, id: &str) -> bool {
+    message
+        .split(|c: char| c.is_whitespace() || ",;:()[]{}<>\"'`=".contains(c))
+        .any(|word| word.trim_end_matches('.') == id)
+}
+
 /// The capability of the other access type (block for mount, mount for block).
 fn other_access_type(ctx: &Ctx) -> VolumeCapability {
     let mut cap = ctx.default_capability();
@@ -129,7 +137,7 @@ pub fn specs() -> Vec<Spec> {
                 let request = c.request.clone();
                 let status = c.code(Code::FailedPrecondition, RULE)?;
                 crate::check::ensure_call(
-                    status.message().contains(&first),
+                    names(status.message(), &first),
                     "ControllerPublishVolume",
                     &request,
                     format!("a message naming node {first}"),
@@ -457,6 +465,13 @@ pub fn specs() -> Vec<Spec> {
 mod tests {
     use super::padded_parameters;
     use std::collections::HashMap;
+
+    #[test]
+    fn a_node_is_named_only_as_a_word() {
+        assert!(super::names("volume 9d1 is attached to droplet 1.", "1"));
+        assert!(super::names("published at node \"node-a\"", "node-a"));
+        assert!(!super::names("volume 9d1 is attached elsewhere", "1"));
+    }
 
     #[test]
     fn padding_stays_under_the_map_limit() {

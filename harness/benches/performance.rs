@@ -1,0 +1,407 @@
+//! Performance figures, printed as a table; nothing here asserts a time.
+//!
+//! Run with `./bench.sh` at the workspace root (it builds the release binaries this needs,
+//! then runs `cargo bench -p csi-sanity --bench performance`). It measures:
+//!
+//! 1. the round-trip time of an empty Probe (the floor every RPC is compared with) and
+//!    CreateVolume against the in-memory cloud, both in process;
+//! 2. the driver's idle RSS (the `csi-driver` binary, started and probed once);
+//! 3. `csi-sanity load` against the `csi-driver` binary, with its peak RSS;
+//! 4. the full conformance suite's wall time (the `csi-sanity` binary against the
+//!    `csi-driver` binary) with the cloud's attach latency at 0 and 500 ms, with
+//!    `--csi.parallel` 1 and 8.
+//!
+//! `BENCH_SKIP_SUITE=1` leaves out part 4, the slow one. Targets are printed beside the
+//! figures: idle RSS < 10 MB; CreateVolume p50 < 3x Probe p50; the suite at 500 ms
+//! attach with parallel 8 < 0.3x parallel 1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use csi_proto::v1::controller_client::ControllerClient;
+use csi_proto::v1::identity_client::IdentityClient;
+use csi_proto::v1::volume_capability::{access_mode, AccessMode, AccessType, MountVolume};
+use csi_proto::v1::*;
+use csi_sanity::load::{read_rss_kib, LatencyStats, LoadArgs};
+
+const SANITY: &str = env!("CARGO_BIN_EXE_csi-sanity");
+
+/// The `csi-driver` binary of the same build, beside `csi-sanity`.
+fn driver_binary() -> PathBuf {
+    let path = Path::new(SANITY).with_file_name("csi-driver");
+    if !path.exists() {
+        eprintln!(
+            "bench: {} is missing; run ./bench.sh, or `cargo build --release -p csi-driver` first",
+            path.display()
+        );
+        std::process::exit(2);
+    }
+    path
+}
+
+/// One row of the final table.
+struct Row {
+    what: String,
+    value: String,
+    target: String,
+}
+
+fn row(what: impl Into<String>, value: impl Into<String>, target: impl Into<String>) -> Row {
+    Row {
+        what: what.into(),
+        value: value.into(),
+        target: target.into(),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    if d < Duration::from_millis(1) {
+        format!("{:.1}µs", d.as_secs_f64() * 1e6)
+    } else {
+        format!("{:.2}ms", d.as_secs_f64() * 1e3)
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn capability() -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: access_mode::Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume::default())),
+    }
+}
+
+/// A `csi-driver` process on a socket in `dir`, stopped when dropped.
+struct DriverProcess {
+    child: Child,
+    endpoint: String,
+}
+
+impl DriverProcess {
+    fn start(dir: &Path, extra: &[&str]) -> DriverProcess {
+        let socket = dir.join("csi.sock");
+        let data = dir.join("cloud");
+        let by_id = dir.join("by-id");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&by_id).unwrap();
+        let child = Command::new(driver_binary())
+            .arg(format!("--endpoint=unix://{}", socket.display()))
+            .arg(format!("--data-dir={}", data.display()))
+            .arg(format!("--device-dir={}", by_id.display()))
+            .args(["--droplet", "2:nyc3", "--droplet", "3:nyc3"])
+            .arg("--log-level=error")
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("csi-driver starts");
+        let start = Instant::now();
+        while !socket.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "csi-driver never made its socket"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        DriverProcess {
+            child,
+            endpoint: format!("unix://{}", socket.display()),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for DriverProcess {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+async fn channel(endpoint: &str) -> tonic::transport::Channel {
+    csi_sanity::connect::connect(endpoint, Duration::from_secs(30))
+        .await
+        .expect("connects to the driver")
+}
+
+/// Part 1: Probe and CreateVolume latency, in process, sequential calls.
+async fn rpc_floor(rows: &mut Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("csi.sock");
+    let data = dir.path().join("cloud");
+    std::fs::create_dir_all(&data).unwrap();
+    let config = csi_driver::Config::try_parse_from([
+        "csi-driver".to_string(),
+        format!("--endpoint=unix://{}", socket.display()),
+        format!("--data-dir={}", data.display()),
+        format!("--device-dir={}", dir.path().join("by-id").display()),
+        "--log-level=error".to_string(),
+    ])
+    .unwrap();
+    let driver = csi_driver::start(config).await.expect("the driver starts");
+    let ch = channel(&driver.endpoint).await;
+    let mut identity = IdentityClient::new(ch.clone());
+    let mut controller = ControllerClient::new(ch);
+    for _ in 0..200 {
+        identity.probe(ProbeRequest {}).await.unwrap();
+    }
+    let mut probes = Vec::new();
+    for _ in 0..3000 {
+        let t = Instant::now();
+        identity.probe(ProbeRequest {}).await.unwrap();
+        probes.push(t.elapsed());
+    }
+    let mut creates = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        let t = Instant::now();
+        let v = controller
+            .create_volume(CreateVolumeRequest {
+                name: format!("bench-floor-{i}"),
+                capacity_range: Some(CapacityRange {
+                    required_bytes: 1 << 30,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![capability()],
+                ..Default::default()
+            })
+            .await
+            .expect("CreateVolume");
+        creates.push(t.elapsed());
+        ids.push(v.into_inner().volume.unwrap().volume_id);
+    }
+    let mut deletes = Vec::new();
+    for id in ids {
+        let t = Instant::now();
+        controller
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: id,
+                ..Default::default()
+            })
+            .await
+            .expect("DeleteVolume");
+        deletes.push(t.elapsed());
+    }
+    driver.stop().await.ok();
+    let p = LatencyStats::of(&probes).unwrap();
+    let c = LatencyStats::of(&creates).unwrap();
+    let d = LatencyStats::of(&deletes).unwrap();
+    rows.push(row(
+        "Probe round trip (in process, unix socket), 3000 calls",
+        format!(
+            "p50 {} p90 {} p99 {} max {}",
+            ms(p.p50),
+            ms(p.p90),
+            ms(p.p99),
+            ms(p.max)
+        ),
+        "the floor",
+    ));
+    rows.push(row(
+        "CreateVolume, memory cloud, 300 calls",
+        format!(
+            "p50 {} p90 {} p99 {} max {}",
+            ms(c.p50),
+            ms(c.p90),
+            ms(c.p99),
+            ms(c.max)
+        ),
+        "",
+    ));
+    rows.push(row(
+        "DeleteVolume, memory cloud, 300 calls",
+        format!("p50 {} p90 {} p99 {}", ms(d.p50), ms(d.p90), ms(d.p99)),
+        "",
+    ));
+    let ratio = c.p50.as_secs_f64() / p.p50.as_secs_f64();
+    rows.push(row(
+        "CreateVolume p50 / Probe p50",
+        format!("{ratio:.2}x"),
+        format!("< 3x: {}", if ratio < 3.0 { "met" } else { "NOT met" }),
+    ));
+}
+
+/// Part 2: the driver binary's RSS after start and one Probe.
+async fn idle_rss(rows: &mut Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = DriverProcess::start(dir.path(), &[]);
+    let ch = channel(&driver.endpoint).await;
+    IdentityClient::new(ch)
+        .probe(ProbeRequest {})
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (hwm, rss) = read_rss_kib(driver.pid()).expect("reads /proc/PID/status");
+    let mb = rss as f64 * 1024.0 / 1e6;
+    rows.push(row(
+        "csi-driver idle RSS (memory cloud, after one Probe)",
+        format!("{} (VmHWM {})", mib(rss), mib(hwm)),
+        format!("< 10 MB: {}", if mb < 10.0 { "met" } else { "NOT met" }),
+    ));
+}
+
+/// Part 3: the load mode against the driver binary, with its peak RSS.
+async fn load(rows: &mut Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = DriverProcess::start(dir.path(), &[]);
+    let args = LoadArgs::try_parse_from([
+        "load".to_string(),
+        format!("--csi.endpoint={}", driver.endpoint),
+        "--concurrency=8".to_string(),
+        "--lifecycles=200".to_string(),
+        format!("--driver-pid={}", driver.pid()),
+        format!("--csi.mountdir={}", dir.path().join("mount").display()),
+        format!("--csi.stagingdir={}", dir.path().join("staging").display()),
+    ])
+    .unwrap();
+    let report = csi_sanity::load::run(args).await.expect("the load run");
+    println!("{report}\n");
+    let steps: Vec<String> = report
+        .latencies
+        .iter()
+        .map(|(rpc, s)| format!("{rpc} {}", ms(s.p50)))
+        .collect();
+    rows.push(row(
+        "load: 200 lifecycles, concurrency 8, csi-driver binary",
+        format!(
+            "{:.1} lifecycles/s, {} failed, errors {}",
+            report.lifecycles_per_second(),
+            report.lifecycles_failed,
+            if report.errors.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{:?}", report.errors)
+            }
+        ),
+        if report.leftovers.is_empty() {
+            "nothing left behind".to_string()
+        } else {
+            format!("LEFT: {}", report.leftovers.join(", "))
+        },
+    ));
+    rows.push(row("load: p50 per RPC", steps.join(", "), ""));
+    if let Some(rss) = &report.peak_rss {
+        rows.push(row("csi-driver peak RSS under load", mib(rss.kib), ""));
+    }
+    if !report.skipped_steps.is_empty() {
+        rows.push(row("load: skipped", report.skipped_steps.join("; "), ""));
+    }
+}
+
+/// One full-suite run: wall time and the summary line.
+fn suite_run(attach_latency: &str, parallel: u32) -> (Duration, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = DriverProcess::start(dir.path(), &["--attach-latency", attach_latency]);
+    let started = Instant::now();
+    let output = Command::new(SANITY)
+        .arg(format!("--csi.endpoint={}", driver.endpoint))
+        .arg(format!("--csi.parallel={parallel}"))
+        .arg(format!(
+            "--csi.mountdir={}",
+            dir.path().join("mount").display()
+        ))
+        .arg(format!(
+            "--csi.stagingdir={}",
+            dir.path().join("staging").display()
+        ))
+        .arg("--csi.testvolumesize=1073741824")
+        .arg("--csi.secondnodeid=2")
+        .stdin(Stdio::null())
+        .output()
+        .expect("csi-sanity runs");
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains(" passed, ") && l.contains(" failed, "))
+        .unwrap_or("no summary line")
+        .to_string();
+    drop(driver);
+    (elapsed, summary)
+}
+
+/// Part 4: the suite at 0 and 500 ms attach latency, parallel 1 and 8.
+fn suite(rows: &mut Vec<Row>) {
+    for latency in ["0s", "500ms"] {
+        let mut times = Vec::new();
+        for parallel in [1, 8] {
+            let (elapsed, summary) = suite_run(latency, parallel);
+            println!(
+                "suite, attach latency {latency}, parallel {parallel}: {elapsed:.2?} ({summary})"
+            );
+            rows.push(row(
+                format!("full suite, attach latency {latency}, --csi.parallel {parallel}"),
+                format!("{:.2}s", elapsed.as_secs_f64()),
+                summary,
+            ));
+            times.push(elapsed.as_secs_f64());
+        }
+        let ratio = times[1] / times[0];
+        let target = if latency == "500ms" {
+            format!("< 0.3x: {}", if ratio < 0.3 { "met" } else { "NOT met" })
+        } else {
+            String::new()
+        };
+        rows.push(row(
+            format!("full suite, attach latency {latency}: parallel 8 / parallel 1"),
+            format!("{ratio:.2}x"),
+            target,
+        ));
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; filters are not used here.
+    let started = Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    rt.block_on(rpc_floor(&mut rows));
+    rt.block_on(idle_rss(&mut rows));
+    rt.block_on(load(&mut rows));
+    if std::env::var_os("BENCH_SKIP_SUITE").is_none() {
+        suite(&mut rows);
+    }
+    let root = if nix::unistd::geteuid().is_root() {
+        "root: node steps mount for real"
+    } else {
+        "not root: node steps skipped"
+    };
+    println!(
+        "\nbenchmarks ({} cores, {root}, {:.0}s in all)",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        started.elapsed().as_secs_f64()
+    );
+    let w0 = rows.iter().map(|r| r.what.len()).max().unwrap_or(0);
+    let w1 = rows
+        .iter()
+        .map(|r| r.value.chars().count())
+        .max()
+        .unwrap_or(0);
+    println!("| {:<w0$} | {:<w1$} | target / note", "measure", "value");
+    println!("|{}|{}|---", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
+    for r in &rows {
+        println!("| {:<w0$} | {:<w1$} | {}", r.what, r.value, r.target);
+    }
+}

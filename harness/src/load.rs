@@ -1,0 +1,1106 @@
+//! `csi-sanity load`: many concurrent volume lifecycles against a CSI endpoint, with
+//! per-RPC latency percentiles, throughput, errors by code and the driver's peak memory.
+//!
+//! A lifecycle is CreateVolume, ControllerPublishVolume, NodeStageVolume,
+//! NodePublishVolume, then the same undone in reverse: NodeUnpublishVolume,
+//! NodeUnstageVolume, ControllerUnpublishVolume, DeleteVolume. Steps the driver does not
+//! advertise are left out (publish without PUBLISH_UNPUBLISH_VOLUME, stage without
+//! STAGE_UNSTAGE_VOLUME), and so are the node steps against the bundled driver when this
+//! process is not root (it would have to mount). Whatever a lifecycle made is undone,
+//! in reverse order, even when a step fails and even on Ctrl-C: the first Ctrl-C stops
+//! new calls and lets every lifecycle unwind; a second one exits at once.
+//!
+//! ```text
+//! csi-sanity load --concurrency 8 --lifecycles 200
+//! csi-sanity load --csi.endpoint unix:///run/csi.sock --duration 30s --rate 5 --driver-pid 1234
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use csi_proto::v1::controller_client::ControllerClient;
+use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
+use csi_proto::v1::node_client::NodeClient;
+use csi_proto::v1::node_service_capability::rpc::Type as NodeRpc;
+use csi_proto::v1::volume_capability::{access_mode, AccessMode, AccessType, MountVolume};
+use csi_proto::v1::*;
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// The flags of `csi-sanity load`.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "csi-sanity load",
+    about = "Run concurrent volume lifecycles against a CSI endpoint and report latencies, \
+             throughput, errors and the driver's peak memory"
+)]
+pub struct LoadArgs {
+    /// The endpoint under test (unix:///path or tcp://host:port); default: the bundled
+    /// driver, in this process.
+    #[arg(long = "csi.endpoint")]
+    pub endpoint: Option<String>,
+
+    /// A separate controller endpoint.
+    #[arg(long = "csi.controllerendpoint")]
+    pub controller_endpoint: Option<String>,
+
+    /// Lifecycles in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+
+    /// Lifecycles to run in all (default 100 when --duration is not given).
+    #[arg(long, conflicts_with = "duration")]
+    pub lifecycles: Option<u64>,
+
+    /// Start lifecycles for this long (e.g. 30s, 2m), then let them finish.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Start at most this many lifecycles per second.
+    #[arg(long)]
+    pub rate: Option<f64>,
+
+    /// The driver's process id, to sample its peak memory (VmHWM).
+    #[arg(long)]
+    pub driver_pid: Option<u32>,
+
+    /// Where target paths go (one directory per lifecycle under it).
+    #[arg(long = "csi.mountdir")]
+    pub mount_dir: Option<PathBuf>,
+
+    /// Where staging paths go.
+    #[arg(long = "csi.stagingdir")]
+    pub staging_dir: Option<PathBuf>,
+
+    /// Size of each volume: bytes, or with a unit (1Gi, 512Mi, 10G).
+    #[arg(long, default_value = "1Gi", value_parser = parse_size)]
+    pub volume_size: i64,
+
+    /// Deadline of one RPC.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub rpc_timeout: Duration,
+
+    /// Prefix of every volume name (a random part is added).
+    #[arg(long, default_value = "load")]
+    pub name_prefix: String,
+
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `500ms`, `30s`, `2m`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("expected a duration like 500ms, 30s or 2m, got {s:?}"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// Bytes, or a number with K/M/G/T (powers of 1000) or Ki/Mi/Gi/Ti (powers of 1024).
+pub fn parse_size(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: i64 = number
+        .parse()
+        .map_err(|_| format!("expected a size like 1Gi or 1073741824, got {s:?}"))?;
+    let multiplier: i64 = match unit {
+        "" => 1,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
+    };
+    value
+        .checked_mul(multiplier)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("size {s:?} is out of range"))
+}
+
+/// The eight steps of a lifecycle, in order.
+const STEPS: [&str; 8] = [
+    "CreateVolume",
+    "ControllerPublishVolume",
+    "NodeStageVolume",
+    "NodePublishVolume",
+    "NodeUnpublishVolume",
+    "NodeUnstageVolume",
+    "ControllerUnpublishVolume",
+    "DeleteVolume",
+];
+
+/// Latency percentiles of one RPC.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LatencyStats {
+    pub calls: usize,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl LatencyStats {
+    /// Nearest-rank percentiles of `samples`; None when empty.
+    pub fn of(samples: &[Duration]) -> Option<LatencyStats> {
+        if samples.is_empty() {
+            return None;
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        let rank = |p: f64| {
+            let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+            sorted[i.clamp(1, sorted.len()) - 1]
+        };
+        Some(LatencyStats {
+            calls: sorted.len(),
+            p50: rank(50.0),
+            p90: rank(90.0),
+            p99: rank(99.0),
+            max: sorted[sorted.len() - 1],
+        })
+    }
+}
+
+/// Where a peak RSS figure comes from.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeakRss {
+    pub pid: u32,
+    /// The largest of VmHWM and VmRSS seen while sampling, KiB.
+    pub kib: u64,
+    /// What the process is: the driver, or this process when the driver is in it.
+    pub what: String,
+}
+
+/// What a load run found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LoadReport {
+    pub endpoint: String,
+    pub concurrency: usize,
+    pub elapsed: Duration,
+    pub lifecycles_ok: u64,
+    pub lifecycles_failed: u64,
+    /// Lifecycles a Ctrl-C cut short (and undid) before they completed.
+    pub lifecycles_cut_short: u64,
+    /// Whether the run was cut short by Ctrl-C.
+    pub interrupted: bool,
+    /// RPC name → latency stats, for every RPC that was called.
+    pub latencies: BTreeMap<String, LatencyStats>,
+    /// "RPC CODE" → count, for every failed call.
+    pub errors: BTreeMap<String, u64>,
+    /// Steps left out, with the reason.
+    pub skipped_steps: Vec<String>,
+    pub peak_rss: Option<PeakRss>,
+    /// What could not be undone (volume ids, paths), empty when all was cleaned up.
+    pub leftovers: Vec<String>,
+}
+
+impl LoadReport {
+    /// Lifecycles completed per second of wall time.
+    pub fn lifecycles_per_second(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.lifecycles_ok as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// No failed lifecycle and nothing left behind.
+    pub fn success(&self) -> bool {
+        self.lifecycles_failed == 0 && self.leftovers.is_empty()
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}ms", d.as_secs_f64() * 1e3)
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "csi-sanity load against {}: {} lifecycles ok, {} failed, in {:.2}s with \
+             concurrency {} → {:.2} lifecycles/s{}",
+            self.endpoint,
+            self.lifecycles_ok,
+            self.lifecycles_failed,
+            self.elapsed.as_secs_f64(),
+            self.concurrency,
+            self.lifecycles_per_second(),
+            if self.interrupted {
+                format!(
+                    " (interrupted; {} cut short and undone)",
+                    self.lifecycles_cut_short
+                )
+            } else {
+                String::new()
+            }
+        )?;
+        writeln!(
+            f,
+            "{:<28} {:>7} {:>10} {:>10} {:>10} {:>10}",
+            "RPC", "calls", "p50", "p90", "p99", "max"
+        )?;
+        let order = |name: &str| STEPS.iter().position(|s| *s == name).unwrap_or(99);
+        let mut rows: Vec<(&String, &LatencyStats)> = self.latencies.iter().collect();
+        rows.sort_by_key(|(name, _)| (order(name), name.to_string()));
+        for (rpc, s) in rows {
+            writeln!(
+                f,
+                "{:<28} {:>7} {:>10} {:>10} {:>10} {:>10}",
+                rpc,
+                s.calls,
+                ms(s.p50),
+                ms(s.p90),
+                ms(s.p99),
+                ms(s.max)
+            )?;
+        }
+        if self.errors.is_empty() {
+            writeln!(f, "errors by code: none")?;
+        } else {
+            writeln!(f, "errors by code:")?;
+            for (what, n) in &self.errors {
+                writeln!(f, "  {what}: {n}")?;
+            }
+        }
+        for skipped in &self.skipped_steps {
+            writeln!(f, "skipped: {skipped}")?;
+        }
+        match &self.peak_rss {
+            Some(rss) => writeln!(
+                f,
+                "peak RSS: {:.1} MiB (VmHWM of pid {}, {})",
+                rss.kib as f64 / 1024.0,
+                rss.pid,
+                rss.what
+            )?,
+            None => writeln!(f, "peak RSS: not measured (pass --driver-pid PID)")?,
+        }
+        if self.leftovers.is_empty() {
+            write!(f, "cleanup: everything the run created is gone")
+        } else {
+            write!(f, "cleanup: LEFT BEHIND: {}", self.leftovers.join(", "))
+        }
+    }
+}
+
+/// Read VmHWM and VmRSS (KiB) of `pid` from /proc.
+pub fn read_rss_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+/// Loop devices whose backing file lies under `dir`, as `loopN (file)`.
+pub fn loop_devices_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let backing = entry.path().join("loop/backing_file");
+        if let Ok(file) = std::fs::read_to_string(backing) {
+            let file = file.trim().trim_end_matches(" (deleted)");
+            if std::path::Path::new(file).starts_with(dir) {
+                found.push(format!("{} ({file})", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// Everything a lifecycle records: latencies and error codes, shared by all workers.
+#[derive(Default)]
+struct Recorder {
+    /// Deadline of one call; a call still running then counts as DEADLINE_EXCEEDED.
+    rpc_timeout: Option<Duration>,
+    latencies: Mutex<BTreeMap<&'static str, Vec<Duration>>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Recorder {
+    fn error_count(&self) -> u64 {
+        self.errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum()
+    }
+
+    async fn time<T, F>(&self, rpc: &'static str, call: F) -> Result<T, tonic::Status>
+    where
+        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let started = Instant::now();
+        let result = match self.rpc_timeout {
+            Some(limit) => match tokio::time::timeout(limit, call).await {
+                Ok(result) => result,
+                Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                    "{rpc} took longer than {limit:?}"
+                ))),
+            },
+            None => call.await,
+        };
+        let elapsed = started.elapsed();
+        self.latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(rpc)
+            .or_default()
+            .push(elapsed);
+        match result {
+            Ok(r) => Ok(r.into_inner()),
+            Err(status) => {
+                *self
+                    .errors
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(format!("{rpc} {:?}", status.code()))
+                    .or_default() += 1;
+                Err(status)
+            }
+        }
+    }
+}
+
+/// What the run may do, decided once from the driver's capabilities.
+#[derive(Debug, Clone)]
+struct Plan {
+    controller_publish: bool,
+    stage: bool,
+    node_steps: bool,
+    node_id: String,
+}
+
+struct Shared {
+    controller: ControllerClient<Channel>,
+    node: NodeClient<Channel>,
+    plan: Plan,
+    recorder: Recorder,
+    stopping: AtomicBool,
+    started: AtomicU64,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    cut_short: AtomicU64,
+    leftovers: Mutex<Vec<String>>,
+    budget: Budget,
+    prefix: String,
+    mount_dir: PathBuf,
+    staging_dir: PathBuf,
+    volume_size: i64,
+}
+
+/// When to stop starting lifecycles, and how fast to start them.
+struct Budget {
+    lifecycles: Option<u64>,
+    until: Option<Instant>,
+    rate: Option<f64>,
+    t0: Instant,
+}
+
+fn capability() -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: access_mode::Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: "ext4".into(),
+            mount_flags: vec![],
+            volume_mount_group: String::new(),
+        })),
+    }
+}
+
+/// Whether a CO would retry a call that failed with `code`.
+fn retriable(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Aborted | Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
+    )
+}
+
+/// What one lifecycle has done so far, so it can be undone in reverse.
+#[derive(Default)]
+struct Done {
+    volume_id: Option<String>,
+    published: bool,
+    staging: Option<String>,
+    staged: bool,
+    target: Option<String>,
+    node_published: bool,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Take the next lifecycle number, waiting for the rate; None when the budget is spent.
+    async fn next_lifecycle(&self) -> Option<u64> {
+        if self.stopping() {
+            return None;
+        }
+        let n = self.started.fetch_add(1, Ordering::SeqCst);
+        if self.budget.lifecycles.is_some_and(|max| n >= max) {
+            return None;
+        }
+        if let Some(rate) = self.budget.rate.filter(|r| *r > 0.0) {
+            let at = self.budget.t0 + Duration::from_secs_f64(n as f64 / rate);
+            tokio::time::sleep_until(at.into()).await;
+        }
+        if self.budget.until.is_some_and(|u| Instant::now() >= u) || self.stopping() {
+            return None;
+        }
+        Some(n)
+    }
+
+    /// Run one lifecycle: forward until done or a step fails or a stop is asked, then
+    /// undo in reverse. Ok when every step succeeded.
+    async fn lifecycle(&self, n: u64) -> bool {
+        let mut done = Done::default();
+        let forward = self.forward(n, &mut done).await;
+        let undone = self.undo(&mut done).await;
+        forward && undone
+    }
+
+    async fn forward(&self, n: u64, done: &mut Done) -> bool {
+        let name = format!("{}-{n}", self.prefix);
+        let mut controller = self.controller.clone();
+        let mut node = self.node.clone();
+        let created = self
+            .recorder
+            .time(
+                "CreateVolume",
+                controller.create_volume(CreateVolumeRequest {
+                    name: name.clone(),
+                    capacity_range: Some(CapacityRange {
+                        required_bytes: self.volume_size,
+                        limit_bytes: 0,
+                    }),
+                    volume_capabilities: vec![capability()],
+                    ..Default::default()
+                }),
+            )
+            .await;
+        let volume = match created.map(|r| r.volume) {
+            Ok(Some(v)) => v,
+            _ => return false,
+        };
+        done.volume_id = Some(volume.volume_id.clone());
+        let volume_id = volume.volume_id;
+        if self.stopping() {
+            return false;
+        }
+        let mut publish_context = Default::default();
+        if self.plan.controller_publish {
+            let published = self
+                .recorder
+                .time(
+                    "ControllerPublishVolume",
+                    controller.controller_publish_volume(ControllerPublishVolumeRequest {
+                        volume_id: volume_id.clone(),
+                        node_id: self.plan.node_id.clone(),
+                        volume_capability: Some(capability()),
+                        volume_context: volume.volume_context.clone(),
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            done.published = true;
+            match published {
+                Ok(r) => publish_context = r.publish_context,
+                Err(_) => return false,
+            }
+        }
+        if !self.plan.node_steps || self.stopping() {
+            return !self.stopping();
+        }
+        let staging = self.staging_dir.join(&name).display().to_string();
+        if self.plan.stage {
+            if std::fs::create_dir_all(&staging).is_err() {
+                return false;
+            }
+            done.staging = Some(staging.clone());
+            let staged = self
+                .recorder
+                .time(
+                    "NodeStageVolume",
+                    node.node_stage_volume(NodeStageVolumeRequest {
+                        volume_id: volume_id.clone(),
+                        publish_context: publish_context.clone(),
+                        staging_target_path: staging.clone(),
+                        volume_capability: Some(capability()),
+                        volume_context: volume.volume_context.clone(),
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            done.staged = true;
+            if staged.is_err() || self.stopping() {
+                return false;
+            }
+        }
+        let target = self.mount_dir.join(&name).display().to_string();
+        if std::fs::create_dir_all(&self.mount_dir).is_err() {
+            return false;
+        }
+        done.target = Some(target.clone());
+        let published = self
+            .recorder
+            .time(
+                "NodePublishVolume",
+                node.node_publish_volume(NodePublishVolumeRequest {
+                    volume_id,
+                    publish_context,
+                    staging_target_path: if self.plan.stage {
+                        staging
+                    } else {
+                        String::new()
+                    },
+                    target_path: target,
+                    volume_capability: Some(capability()),
+                    volume_context: volume.volume_context,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        done.node_published = true;
+        published.is_ok() && !self.stopping()
+    }
+
+    /// Undo what `done` says was done, in reverse order. Each step is retried, as a CO
+    /// would, while it fails with a retriable code, for at most a minute.
+    async fn undo(&self, done: &mut Done) -> bool {
+        let Some(volume_id) = done.volume_id.clone() else {
+            return true;
+        };
+        let mut clean = true;
+        if done.node_published {
+            let target = done.target.clone().unwrap_or_default();
+            let request = NodeUnpublishVolumeRequest {
+                volume_id: volume_id.clone(),
+                target_path: target.clone(),
+            };
+            let ok = self
+                .retrying("NodeUnpublishVolume", || {
+                    let (mut node, request) = (self.node.clone(), request.clone());
+                    async move { node.node_unpublish_volume(request).await }
+                })
+                .await;
+            if !ok {
+                self.left(format!("target {target} of {volume_id}"));
+                clean = false;
+            }
+            let _ = std::fs::remove_dir(&target);
+        }
+        if done.staged {
+            let staging = done.staging.clone().unwrap_or_default();
+            let request = NodeUnstageVolumeRequest {
+                volume_id: volume_id.clone(),
+                staging_target_path: staging.clone(),
+            };
+            let ok = self
+                .retrying("NodeUnstageVolume", || {
+                    let (mut node, request) = (self.node.clone(), request.clone());
+                    async move { node.node_unstage_volume(request).await }
+                })
+                .await;
+            if !ok {
+                self.left(format!("staging {staging} of {volume_id}"));
+                clean = false;
+            }
+        }
+        if let Some(staging) = &done.staging {
+            let _ = std::fs::remove_dir(staging);
+        }
+        if done.published {
+            let request = ControllerUnpublishVolumeRequest {
+                volume_id: volume_id.clone(),
+                node_id: self.plan.node_id.clone(),
+                ..Default::default()
+            };
+            let ok = self
+                .retrying("ControllerUnpublishVolume", || {
+                    let (mut c, request) = (self.controller.clone(), request.clone());
+                    async move { c.controller_unpublish_volume(request).await }
+                })
+                .await;
+            if !ok {
+                self.left(format!(
+                    "attachment of {volume_id} to node {}",
+                    self.plan.node_id
+                ));
+                clean = false;
+            }
+        }
+        let request = DeleteVolumeRequest {
+            volume_id: volume_id.clone(),
+            ..Default::default()
+        };
+        let deleted = self
+            .retrying("DeleteVolume", || {
+                let (mut c, request) = (self.controller.clone(), request.clone());
+                async move { c.delete_volume(request).await }
+            })
+            .await;
+        if !deleted {
+            self.left(format!("volume {volume_id}"));
+            clean = false;
+        }
+        clean
+    }
+
+    async fn retrying<T, F, Fut>(&self, rpc: &'static str, mut call: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.recorder.time(rpc, call()).await {
+                Ok(_) => return true,
+                Err(status)
+                    if retriable(status.code()) && started.elapsed() < Duration::from_secs(60) =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    fn left(&self, what: String) {
+        self.leftovers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(what);
+    }
+}
+
+/// Decide which steps apply, from what the driver advertises.
+async fn plan(
+    controller: &mut ControllerClient<Channel>,
+    node: &mut NodeClient<Channel>,
+    bundled: bool,
+) -> anyhow::Result<(Plan, Vec<String>)> {
+    let caps: Vec<i32> = controller
+        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+        .await
+        .context("ControllerGetCapabilities")?
+        .into_inner()
+        .capabilities
+        .into_iter()
+        .filter_map(|c| match c.r#type {
+            Some(controller_service_capability::Type::Rpc(r)) => Some(r.r#type),
+            None => None,
+        })
+        .collect();
+    if !caps.contains(&(ControllerRpc::CreateDeleteVolume as i32)) {
+        anyhow::bail!(
+            "the driver does not advertise CREATE_DELETE_VOLUME; there is nothing to load"
+        );
+    }
+    let mut skipped = Vec::new();
+    let controller_publish = caps.contains(&(ControllerRpc::PublishUnpublishVolume as i32));
+    if !controller_publish {
+        skipped.push(
+            "ControllerPublishVolume/ControllerUnpublishVolume (no PUBLISH_UNPUBLISH_VOLUME)"
+                .to_string(),
+        );
+    }
+    let node_caps: Vec<i32> = match node
+        .node_get_capabilities(NodeGetCapabilitiesRequest {})
+        .await
+    {
+        Ok(r) => r
+            .into_inner()
+            .capabilities
+            .into_iter()
+            .filter_map(|c| match c.r#type {
+                Some(node_service_capability::Type::Rpc(r)) => Some(r.r#type),
+                None => None,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let node_id = match node.node_get_info(NodeGetInfoRequest {}).await {
+        Ok(r) => r.into_inner().node_id,
+        Err(e) if controller_publish => {
+            anyhow::bail!("NodeGetInfo failed, so there is no node to publish to: {e}")
+        }
+        Err(_) => String::new(),
+    };
+    let root = nix::unistd::geteuid().is_root();
+    let node_steps = !(bundled && !root) && !node_id.is_empty();
+    let stage = node_caps.contains(&(NodeRpc::StageUnstageVolume as i32));
+    if !node_steps {
+        skipped.push(
+            "NodeStageVolume/NodePublishVolume and their undo (skipped: needs root, the \
+             bundled driver mounts in this process)"
+                .to_string(),
+        );
+    } else if !stage {
+        skipped.push("NodeStageVolume/NodeUnstageVolume (no STAGE_UNSTAGE_VOLUME)".to_string());
+    }
+    Ok((
+        Plan {
+            controller_publish,
+            stage,
+            node_steps,
+            node_id,
+        },
+        skipped,
+    ))
+}
+
+/// Run a load test. Must be called inside a tokio runtime.
+pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
+    if args.concurrency == 0 {
+        anyhow::bail!("--concurrency must be at least 1");
+    }
+    let bundled = match &args.endpoint {
+        Some(_) => None,
+        None => Some(crate::bundled::start().await?),
+    };
+    let endpoint = match (&args.endpoint, &bundled) {
+        (Some(e), _) => e.clone(),
+        (None, Some(b)) => b.endpoint.clone(),
+        (None, None) => unreachable!("a bundled driver was started"),
+    };
+    let scratch = tempfile::Builder::new().prefix("csi-load-").tempdir()?;
+    let mount_dir = args
+        .mount_dir
+        .clone()
+        .or_else(|| bundled.as_ref().map(|b| b.mount_dir()))
+        .unwrap_or_else(|| scratch.path().join("mount"));
+    let staging_dir = args
+        .staging_dir
+        .clone()
+        .or_else(|| bundled.as_ref().map(|b| b.staging_dir()))
+        .unwrap_or_else(|| scratch.path().join("staging"));
+    let connect = |e: String| async move {
+        let channel = crate::connect::connect(&e, Duration::from_secs(10)).await?;
+        anyhow::Ok(channel)
+    };
+    let node_channel = connect(endpoint.clone()).await?;
+    let controller_channel = match &args.controller_endpoint {
+        Some(c) => connect(c.clone()).await?,
+        None => node_channel.clone(),
+    };
+    let mut controller = ControllerClient::new(controller_channel);
+    let mut node = NodeClient::new(node_channel);
+    let (plan, skipped_steps) = plan(&mut controller, &mut node, bundled.is_some()).await?;
+
+    // Sample the peak memory of the driver (or of this process, which holds the bundled
+    // driver) every 50 ms; VmHWM is already a peak, the sampling keeps the figure even
+    // if the process goes away before the end.
+    let rss_pid = args
+        .driver_pid
+        .or_else(|| bundled.as_ref().map(|_| std::process::id()));
+    let rss_peak = Arc::new(AtomicU64::new(0));
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = rss_pid.map(|pid| {
+        let peak = rss_peak.clone();
+        let sampling = sampling.clone();
+        tokio::spawn(async move {
+            while sampling.load(Ordering::SeqCst) {
+                if let Some((hwm, rss)) = read_rss_kib(pid) {
+                    peak.fetch_max(hwm.max(rss), Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    });
+
+    let lifecycles = match (args.lifecycles, args.duration) {
+        (Some(n), _) => Some(n),
+        (None, Some(_)) => None,
+        (None, None) => Some(100),
+    };
+    let t0 = Instant::now();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    let shared = Arc::new(Shared {
+        controller: controller.clone(),
+        node: node.clone(),
+        plan,
+        recorder: Recorder {
+            rpc_timeout: Some(args.rpc_timeout),
+            ..Recorder::default()
+        },
+        stopping: AtomicBool::new(false),
+        started: AtomicU64::new(0),
+        ok: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        cut_short: AtomicU64::new(0),
+        leftovers: Mutex::new(Vec::new()),
+        budget: Budget {
+            lifecycles,
+            until: args.duration.map(|d| t0 + d),
+            rate: args.rate,
+            t0,
+        },
+        prefix: format!("{}-{}", args.name_prefix, &random[..8]),
+        mount_dir,
+        staging_dir,
+        volume_size: args.volume_size,
+    });
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while let Some(n) = shared.next_lifecycle().await {
+                    let errors_before = shared.recorder.error_count();
+                    let counter = if shared.lifecycle(n).await {
+                        &shared.ok
+                    } else if shared.stopping() && shared.recorder.error_count() == errors_before {
+                        &shared.cut_short
+                    } else {
+                        &shared.failed
+                    };
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let all_done = futures::future::join_all(workers);
+    tokio::pin!(all_done);
+    let mut interrupted = false;
+    tokio::select! {
+        _ = &mut all_done => {}
+        _ = tokio::signal::ctrl_c() => {
+            interrupted = true;
+            shared.stopping.store(true, Ordering::SeqCst);
+            eprintln!("csi-sanity load: Ctrl-C: no new calls; undoing what was made (Ctrl-C again to quit at once)");
+            tokio::select! {
+                _ = &mut all_done => {}
+                _ = tokio::signal::ctrl_c() => {
+                    let left = shared.leftovers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    anyhow::bail!("interrupted twice; cleanup was cut short (known leftovers: {left:?})");
+                }
+            }
+        }
+    }
+    let elapsed = t0.elapsed();
+    sampling.store(false, Ordering::SeqCst);
+    if let Some(s) = sampler {
+        let _ = s.await;
+    }
+    if let Some(pid) = rss_pid {
+        if let Some((hwm, rss)) = read_rss_kib(pid) {
+            rss_peak.fetch_max(hwm.max(rss), Ordering::SeqCst);
+        }
+    }
+    if let Some(b) = bundled {
+        // The bundled driver's volumes are image files under its directory; a loop
+        // device still backed by one is a leftover too.
+        for device in loop_devices_under(b.dir()) {
+            shared
+                .leftovers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("loop device {device}"));
+        }
+        b.stop().await;
+    }
+
+    let latencies = shared
+        .recorder
+        .latencies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(|(rpc, samples)| LatencyStats::of(samples).map(|s| (rpc.to_string(), s)))
+        .collect();
+    let errors = shared
+        .recorder
+        .errors
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let peak = rss_peak.load(Ordering::SeqCst);
+    let leftovers = shared
+        .leftovers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Ok(LoadReport {
+        endpoint: if args.endpoint.is_some() {
+            endpoint
+        } else {
+            "the bundled driver (in process)".to_string()
+        },
+        concurrency: args.concurrency,
+        elapsed,
+        lifecycles_ok: shared.ok.load(Ordering::SeqCst),
+        lifecycles_failed: shared.failed.load(Ordering::SeqCst),
+        lifecycles_cut_short: shared.cut_short.load(Ordering::SeqCst),
+        interrupted,
+        latencies,
+        errors,
+        skipped_steps,
+        peak_rss: rss_pid.filter(|_| peak > 0).map(|pid| PeakRss {
+            pid,
+            kib: peak,
+            what: if args.driver_pid.is_some() {
+                "the driver".to_string()
+            } else {
+                "this process, which holds the bundled driver and the load client".to_string()
+            },
+        }),
+        leftovers,
+    })
+}
+
+/// `csi-sanity load ARGS...`: `args` are the arguments after `load`.
+pub fn main(args: Vec<String>) -> ExitCode {
+    let args = match LoadArgs::try_parse_from(
+        std::iter::once("csi-sanity load".to_string()).chain(args),
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let json = args.json;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("csi-sanity load: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => eprintln!("csi-sanity load: {e}"),
+                }
+            } else {
+                println!("{report}");
+            }
+            if report.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("csi-sanity load: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let s = LatencyStats::of(&samples).unwrap();
+        assert_eq!(s.p50, Duration::from_millis(50));
+        assert_eq!(s.p90, Duration::from_millis(90));
+        assert_eq!(s.p99, Duration::from_millis(99));
+        assert_eq!(s.max, Duration::from_millis(100));
+        let one = LatencyStats::of(&[Duration::from_millis(7)]).unwrap();
+        assert_eq!(
+            (one.p50, one.p99),
+            (Duration::from_millis(7), Duration::from_millis(7))
+        );
+        assert!(LatencyStats::of(&[]).is_none());
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_size("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_size("10G"), Ok(10_000_000_000));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1Xi").is_err());
+        assert!(parse_size("99999999999Ti").is_err());
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn flags_parse_like_the_harness() {
+        let a = LoadArgs::try_parse_from([
+            "load",
+            "--csi.endpoint",
+            "unix:///tmp/x.sock",
+            "--concurrency",
+            "8",
+            "--duration",
+            "30s",
+            "--rate",
+            "2.5",
+            "--driver-pid",
+            "42",
+            "--csi.mountdir=/tmp/m",
+            "--volume-size",
+            "2Gi",
+        ])
+        .unwrap();
+        assert_eq!(a.endpoint.as_deref(), Some("unix:///tmp/x.sock"));
+        assert_eq!(a.concurrency, 8);
+        assert_eq!(a.duration, Some(Duration::from_secs(30)));
+        assert_eq!(a.rate, Some(2.5));
+        assert_eq!(a.driver_pid, Some(42));
+        assert_eq!(a.volume_size, 2 << 30);
+        assert!(
+            LoadArgs::try_parse_from(["load", "--lifecycles", "3", "--duration", "1s"]).is_err()
+        );
+    }
+
+    #[test]
+    fn this_process_has_a_peak_rss() {
+        let (hwm, rss) = read_rss_kib(std::process::id()).unwrap();
+        assert!(hwm >= rss && rss > 0);
+    }
+}
