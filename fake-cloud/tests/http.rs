@@ -922,3 +922,33 @@ async fn concurrent_clients_see_consistent_state() {
     }
     assert_eq!(api.get("/v2/volumes").await.body["meta"]["total"], 16);
 }
+
+#[tokio::test]
+async fn nodes_claim_stable_droplet_ids_for_the_cluster() {
+    let api = Api::start(CloudConfig {
+        droplets: vec![(1, "nyc3".into()), (2, "nyc3".into())],
+        ..config()
+    })
+    .await;
+    let a = api.get("/admin/droplet-id?node=kind-worker").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let b = api.get("/admin/droplet-id?node=kind-worker2").await;
+    let c = api.get("/admin/droplet-id?node=kind-control-plane").await;
+    assert_eq!((a.text.as_str(), b.text.as_str()), ("1", "2"));
+    // No free droplet left in the region: a new one is registered.
+    assert_eq!(c.text, "3");
+    assert!(api.cloud.get_droplet(3).is_ok());
+    // The same node asks again and gets the same id.
+    assert_eq!(
+        api.get("/admin/droplet-id?node=kind-worker2").await.text,
+        "2"
+    );
+    let bad = api.get("/admin/droplet-id?node=x&region=mars").await;
+    assert!(bad.status.is_client_error(), "{}", bad.text);
+    let missing = api.get("/admin/droplet-id").await;
+    assert!(missing.status.is_client_error(), "{}", missing.text);
+    let unauthenticated = api
+        .send(Method::GET, "/admin/droplet-id?node=n", None, None)
+        .await;
+    assert_eq!(unauthenticated.status, StatusCode::UNAUTHORIZED);
+}

@@ -58,6 +58,10 @@ struct State {
     snapshots: BTreeMap<String, Snapshot>,
     actions: BTreeMap<u64, ActionRecord>,
     next_action_id: u64,
+    /// Node names that claimed a droplet (`claim_droplet`), for clusters whose nodes
+    /// learn their droplet id from the fake cloud.
+    #[serde(default)]
+    node_names: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -265,6 +269,50 @@ impl Cloud {
                     core.dirty = true;
                 }
             }
+            core.droplet(id)
+        })
+    }
+
+    /// The droplet that the node `node_name` is: the one it claimed before, else the
+    /// lowest unclaimed droplet in `region`, else a new droplet there. Not a DigitalOcean
+    /// call; in a cluster it plays the metadata service's part.
+    pub fn claim_droplet(&self, node_name: &str, region: &str) -> Result<Droplet, CloudError> {
+        let name = node_name.trim();
+        if name.is_empty() || name.len() > 253 {
+            return Err(CloudError::unprocessable(
+                "node name must be 1 to 253 characters",
+            ));
+        }
+        self.with_core(|core, now| {
+            if let Some(id) = core.state.node_names.get(name) {
+                return core.droplet(*id);
+            }
+            core.check_region(region)?;
+            let claimed: std::collections::BTreeSet<u64> =
+                core.state.node_names.values().copied().collect();
+            let free = core
+                .state
+                .droplets
+                .values()
+                .find(|d| d.region == region && !claimed.contains(&d.id))
+                .map(|d| d.id);
+            let id = match free {
+                Some(id) => id,
+                None => {
+                    let id = core.state.droplets.keys().next_back().copied().unwrap_or(0) + 1;
+                    core.state.droplets.insert(
+                        id,
+                        StoredDroplet {
+                            id,
+                            region: region.to_string(),
+                            created_at: now,
+                        },
+                    );
+                    id
+                }
+            };
+            core.state.node_names.insert(name.to_string(), id);
+            core.dirty = true;
             core.droplet(id)
         })
     }

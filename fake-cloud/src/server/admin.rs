@@ -8,8 +8,11 @@
 //!   `PUT` with any subset → the merged latency.
 //! - `GET /admin/droplets` → `{"droplets":[...]}`;
 //!   `POST /admin/droplets {"id":N,"region":"nyc3"}` → 201 `{"droplet":{...}}`.
+//! - `GET /admin/droplet-id?node=NAME[&region=nyc3]` → the droplet id, as plain text, that
+//!   the node NAME is (claimed on first sight and stable after): a cluster's node plugin
+//!   asks this where a real droplet would ask the metadata service.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -72,4 +75,18 @@ pub async fn add_droplet(
         Json(json!({ "droplet": DropletWire::from(droplet) })),
     )
         .into_response())
+}
+
+/// Query of `GET /admin/droplet-id`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropletIdQuery {
+    node: String,
+    region: Option<String>,
+}
+
+pub async fn droplet_id(State(s): State<AppState>, Query(q): Query<DropletIdQuery>) -> Answer {
+    let region = q.region.unwrap_or_else(|| "nyc3".to_string());
+    let droplet = s.call(move |c| c.claim_droplet(&q.node, &region)).await?;
+    Ok(droplet.id.to_string().into_response())
 }

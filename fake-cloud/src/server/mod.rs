@@ -146,6 +146,7 @@ pub fn router(cloud: Cloud, token: String) -> Router {
             "/admin/droplets",
             get(admin::list_droplets).post(admin::add_droplet),
         )
+        .route("/admin/droplet-id", get(admin::droplet_id))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
