@@ -268,10 +268,6 @@ impl Driver {
         }
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
     /// The pid whose mountinfo shows the driver's mounts.
     fn namespace_pid(&self) -> String {
         match &self.holder {

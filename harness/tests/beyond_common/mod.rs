@@ -466,17 +466,18 @@ impl FaultProxy {
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            F::CreateVolumeLeaksOnCutOff if rpc == "CreateVolume" => {
-                if self.calls_so_far(key) == 0 {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+            // The first call of a name only.
+            F::CreateVolumeLeaksOnCutOff
+                if rpc == "CreateVolume" && self.calls_so_far(key) == 0 =>
+            {
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            F::ModifyFailsOnRepeat if rpc == "ControllerModifyVolume" => {
-                if self.calls_so_far(key) > 0 {
-                    return Step::Fail(Status::failed_precondition(
-                        "proxy: the volume already has these parameters",
-                    ));
-                }
+            F::ModifyFailsOnRepeat
+                if rpc == "ControllerModifyVolume" && self.calls_so_far(key) > 0 =>
+            {
+                return Step::Fail(Status::failed_precondition(
+                    "proxy: the volume already has these parameters",
+                ));
             }
             F::StageStacksMounts => {
                 if let Some(r) = any.downcast_ref::<NodeUnstageVolumeRequest>() {
@@ -708,15 +709,15 @@ impl FaultProxy {
                     }),
                 );
             }
-            F::StageRequiredInvalidArgument if code == Some(Code::FailedPrecondition) => {
-                if req
-                    .downcast_ref::<NodePublishVolumeRequest>()
-                    .is_some_and(|r| r.staging_target_path.is_empty())
-                {
-                    *result = Err(Status::invalid_argument(
-                        "proxy: staging_target_path is required",
-                    ));
-                }
+            F::StageRequiredInvalidArgument
+                if code == Some(Code::FailedPrecondition)
+                    && req
+                        .downcast_ref::<NodePublishVolumeRequest>()
+                        .is_some_and(|r| r.staging_target_path.is_empty()) =>
+            {
+                *result = Err(Status::invalid_argument(
+                    "proxy: staging_target_path is required",
+                ));
             }
             F::VolumeContextChangesOnRepeat => {
                 let n = self.calls_so_far(key);
@@ -736,7 +737,7 @@ impl FaultProxy {
                         let now = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .unwrap_or_default();
-                        let mut t = s.creation_time.clone().unwrap_or_default();
+                        let mut t = s.creation_time.unwrap_or_default();
                         (t.seconds, t.nanos) = (now.as_secs() as i64, now.subsec_nanos() as i32);
                         s.creation_time = Some(t);
                     }

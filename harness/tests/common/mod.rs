@@ -61,7 +61,8 @@ impl TestDriver {
         suite.second_node_id = Some("2".into());
         suite.mutable_parameters = [("tags".to_string(), "csi-sanity".to_string())].into();
         suite.idempotent_count = 2;
-        config.args.quiet = true;
+        // The inner runs' libtest output goes to a file: the outer test reports.
+        config.args.logfile = Some(self.dir.path().join("libtest.log").display().to_string());
         config.print_summary = false;
         config
     }

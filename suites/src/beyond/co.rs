@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use csi_proto::v1::*;
 use tonic::{Code, Status};
 
-use crate::check::{describe_status, Call, Failure};
+use crate::check::{describe_status, ensure_call, Call, Failure};
 use crate::tracker::Resource;
 use crate::Ctx;
 
@@ -403,4 +403,32 @@ pub(crate) async fn cut_off_then_settle<R: Rpc>(
                 R::NAME
             ))
         })
+}
+
+/// Send `req` once more, normally, as a CO that lost the earlier answer would: it must
+/// succeed, and its `view` (the fields that must not change) must equal `first`'s.
+pub(crate) async fn expect_same_again<R, V>(
+    ctx: &Ctx,
+    req: &R,
+    first: &R::Response,
+    view: impl Fn(&R::Response) -> V,
+    rule: &str,
+) -> Result<R::Response, Failure>
+where
+    R: Rpc,
+    V: PartialEq + Debug,
+{
+    let c = send(ctx, req, None).await;
+    let request = c.request.clone();
+    let again = c.ok(rule)?;
+    let (want, got) = (view(first), view(&again));
+    ensure_call(
+        got == want,
+        R::NAME,
+        &request,
+        format!("the same answer as before: {want:?}"),
+        &got,
+        rule,
+    )?;
+    Ok(again)
 }

@@ -152,7 +152,7 @@ pub fn specs() -> Vec<Spec> {
         spec!(
             GROUP,
             "a volume goes through a pod's whole lifecycle in Kubernetes' call order under the sidecars' and kubelet's deadlines",
-            "Kubernetes: external-provisioner --timeout 10s (CreateVolume, DeleteVolume), external-attacher --timeout 15s (ControllerPublish/Unpublish), kubelet csiTimeout 2m (node calls); sidecars retry 1s doubling to 5m, kubelet 500ms doubling to ~2m",
+            "Kubernetes defaults: external-provisioner --timeout=10s, --retry-interval-start=1s, --retry-interval-max=5m (cmd/csi-provisioner/csi-provisioner.go); external-attacher --timeout=15s, same retry flags (cmd/csi-attacher/config/flags.go); kubelet csiTimeout = 2 * time.Minute (pkg/volume/csi/csi_plugin.go), backoff 500ms doubling to ~2m (pkg/util/goroutinemap/exponentialbackoff)",
             [CREATE_DELETE, NODE, Need::Mounts],
             |ctx: Ctx| async move {
                 let node = ctx.node_id().await?;

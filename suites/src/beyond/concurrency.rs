@@ -2,16 +2,17 @@
 //! restart, many volumes to one node, many pods at once. The driver may answer
 //! ABORTED while it works on the same volume, but must never mix volumes up.
 
+use csi_proto::v1::ControllerPublishVolumeResponse;
 use futures::future::{join_all, try_join_all};
 use tonic::Code;
 
-use super::co::{send, settle, RetryPolicy};
+use super::co::{expect_same_again, send, settle, RetryPolicy};
 use super::data::{data_reachable, verify_pattern, write_pattern};
 use super::observe::{
     expect_published_to, reports_published_nodes, volumes_published_to, VolumeCensus,
 };
 use super::{available_fresh, seed, CREATE_DELETE, NODE, PUBLISH};
-use crate::check::{ensure, ensure_call, Failure};
+use crate::check::{ensure, Failure};
 use crate::{spec, Ctx, Need, Spec};
 
 const GROUP: &str = "Beyond::Concurrency";
@@ -119,7 +120,7 @@ pub fn specs() -> Vec<Spec> {
                         let v = ctx.create_volume(&ctx.unique_name(&format!("parallel-{i}"))).await?;
                         let a = available_fresh(&ctx, &v).await?;
                         let written = if with_data {
-                            Some(write_pattern(&ctx, &a.target_path, base_seed + 1000 * i as u64).await?)
+                            Some(write_pattern(&ctx, &a.target_path, base_seed.wrapping_add(i as u64)).await?)
                         } else {
                             None
                         };
@@ -132,12 +133,9 @@ pub fn specs() -> Vec<Spec> {
                         verify_pattern(&ctx, &a.target_path, w, RULE).await?;
                     }
                     if super::attaches(&ctx) {
-                        let c = send(&ctx, &ctx.controller_publish_request(&a.volume, &a.node_id), None).await;
-                        let request = c.request.clone();
-                        let again = c.ok(RULE)?;
-                        ensure_call(again.publish_context == a.publish_context, "ControllerPublishVolume", &request,
-                            format!("the publish_context volume {} got in parallel: {:?}", a.volume.volume_id, a.publish_context),
-                            &again.publish_context, RULE)?;
+                        let req = ctx.controller_publish_request(&a.volume, &a.node_id);
+                        let first = ControllerPublishVolumeResponse { publish_context: a.publish_context.clone() };
+                        expect_same_again(&ctx, &req, &first, |r| r.publish_context.clone(), RULE).await?;
                     }
                 }
                 let undone = join_all(lives.iter().map(|(a, _)| ctx.make_unavailable(a))).await;

@@ -6,10 +6,10 @@ use std::fmt::Debug;
 use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
 use csi_proto::v1::ControllerModifyVolumeRequest;
 
-use super::co::{send, Rpc};
+use super::co::{expect_same_again, send, Rpc};
 use super::observe::expect_at_most_one_mount;
 use super::{expand_request, stage_fresh, CREATE_DELETE, EXPAND, NODE, SNAPSHOTS};
-use crate::check::{ensure_call, Failure};
+use crate::check::Failure;
 use crate::secrets::Secret;
 use crate::{spec, Ctx, Need, Spec};
 
@@ -30,22 +30,10 @@ where
 {
     let n = ctx.config().idempotent_count.max(2);
     let first = send(ctx, req, None).await.ok(RULE)?;
-    let want = view(&first);
     for i in 2..=n {
-        let c = send(ctx, req, None).await;
-        let request = c.request.clone();
-        let resp = c
-            .ok(RULE)
+        expect_same_again(ctx, req, &first, &view, RULE)
+            .await
             .map_err(|f| f.during(format!("{} call {i} of {n}", R::NAME)))?;
-        let got = view(&resp);
-        ensure_call(
-            got == want,
-            R::NAME,
-            &request,
-            format!("call {i} of {n} to answer as the first: {want:?}"),
-            &got,
-            RULE,
-        )?;
     }
     Ok(first)
 }

@@ -2,7 +2,7 @@
 //! deadlines (the CO never sees those answers), then retried normally until it
 //! settles. The outcome must be as if the call ran once.
 
-use super::co::{cut_off_then_settle, send};
+use super::co::{cut_off_then_settle, expect_same_again};
 use super::observe::{
     expect_at_most_one_mount, expect_published_to, look_up, mounts_at, reports_published_nodes,
     reports_volumes, snapshots_of, VolumeCensus,
@@ -12,7 +12,7 @@ use super::{
     delete_volume_request, expand_request, node_unpublish_request, node_unstage_request,
     stage_fresh, CREATE_DELETE, EXPAND, NODE, PUBLISH, SNAPSHOTS, STAGE,
 };
-use crate::check::{ensure, ensure_call, Failure};
+use crate::check::{ensure, Failure};
 use crate::{spec, Ctx, Need, Spec};
 
 const GROUP: &str = "Beyond::Retries";
@@ -44,11 +44,7 @@ pub fn specs() -> Vec<Spec> {
                 let census = VolumeCensus::take(&ctx).await?;
                 let req = ctx.volume_request(&ctx.unique_name("cut-create"));
                 let first = cut_off_then_settle(&ctx, &req, RULE).await?;
-                let again = send(&ctx, &req, None).await;
-                let request = again.request.clone();
-                let again = again.ok(RULE)?;
-                ensure_call(again.volume == first.volume, "CreateVolume", &request,
-                    format!("the volume the retry answered with: {:?}", first.volume), &again.volume, RULE)?;
+                expect_same_again(&ctx, &req, &first, |r| r.volume.clone(), RULE).await?;
                 let id = first.volume.map(|v| v.volume_id).unwrap_or_default();
                 census.expect_only(&ctx, &[id], RULE).await
             }
@@ -78,11 +74,7 @@ pub fn specs() -> Vec<Spec> {
                 let node = ctx.node_id().await?;
                 let req = ctx.controller_publish_request(&v, &node);
                 let first = cut_off_then_settle(&ctx, &req, RULE).await?;
-                let again = send(&ctx, &req, None).await;
-                let request = again.request.clone();
-                let again = again.ok(RULE)?;
-                ensure_call(again.publish_context == first.publish_context, "ControllerPublishVolume", &request,
-                    format!("the publish_context the retry answered with: {:?}", first.publish_context), &again.publish_context, RULE)?;
+                expect_same_again(&ctx, &req, &first, |r| r.publish_context.clone(), RULE).await?;
                 if reports_published_nodes(&ctx) {
                     expect_published_to(&ctx, &v.volume_id, &[&node], RULE).await?;
                 }
@@ -205,11 +197,7 @@ pub fn specs() -> Vec<Spec> {
                 let req = expand_request(&ctx, &v.volume_id, size);
                 let first = cut_off_then_settle(&ctx, &req, RULE).await?;
                 ensure(first.capacity_bytes >= size, "ControllerExpandVolume", format!("capacity_bytes >= {size}"), first.capacity_bytes, RULE)?;
-                let again = send(&ctx, &req, None).await;
-                let request = again.request.clone();
-                let again = again.ok(RULE)?;
-                ensure_call(again.capacity_bytes == first.capacity_bytes, "ControllerExpandVolume", &request,
-                    format!("the capacity the retry answered with: {}", first.capacity_bytes), again.capacity_bytes, RULE)?;
+                expect_same_again(&ctx, &req, &first, |r| r.capacity_bytes, RULE).await?;
                 if reports_volumes(&ctx) {
                     let seen = look_up(&ctx, &v.volume_id).await?.map(|s| s.volume.capacity_bytes);
                     ensure(seen == Some(first.capacity_bytes), "ControllerGetVolume/ListVolumes",

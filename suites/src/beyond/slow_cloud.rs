@@ -7,12 +7,12 @@
 //! specs simply see calls that finish in time; the bundled driver's fake cloud can be
 //! slowed with `--attach-latency`, `--detach-latency` and `--resize-latency`.
 
-use super::co::{send, settle, RetryPolicy};
+use super::co::{expect_same_again, settle, RetryPolicy};
 use super::observe::{
     expect_published_to, look_up, reports_published_nodes, reports_volumes, VolumeCensus,
 };
 use super::{controller_unpublish_request, expand_request, CREATE_DELETE, EXPAND, NODE, PUBLISH};
-use crate::check::{ensure, ensure_call};
+use crate::check::ensure;
 use crate::{spec, Ctx, Spec};
 
 const GROUP: &str = "Beyond::SlowCloud";
@@ -31,11 +31,7 @@ pub fn specs() -> Vec<Spec> {
                 let node = ctx.node_id().await?;
                 let req = ctx.controller_publish_request(&v, &node);
                 let first = settle(&ctx, &req, RetryPolicy::hurried(&ctx)).await?.ok(RULE)?;
-                let again = send(&ctx, &req, None).await;
-                let request = again.request.clone();
-                let again = again.ok(RULE)?;
-                ensure_call(again.publish_context == first.publish_context, "ControllerPublishVolume", &request,
-                    format!("the publish_context of the finished attach: {:?}", first.publish_context), &again.publish_context, RULE)?;
+                expect_same_again(&ctx, &req, &first, |r| r.publish_context.clone(), RULE).await?;
                 if reports_published_nodes(&ctx) {
                     expect_published_to(&ctx, &v.volume_id, &[&node], RULE).await?;
                 }
