@@ -249,7 +249,11 @@ async fn start_driver(
 async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let shm = std::path::Path::new("/dev/shm");
-    let fast_parent = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let fast_parent = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
     let (driver, _data) = start_driver(dir.path(), &fast_parent).await?;
     let cloud = driver
         .driver

@@ -139,7 +139,9 @@ impl Source {
 }
 
 fn gib_bytes(gib: u64) -> i64 {
-    i64::try_from(gib).unwrap_or(i64::MAX / GIB).saturating_mul(GIB)
+    i64::try_from(gib)
+        .unwrap_or(i64::MAX / GIB)
+        .saturating_mul(GIB)
 }
 
 /// The CSI view of a cloud volume.
@@ -348,21 +350,28 @@ impl Wanted<'_> {
 
 #[tonic::async_trait]
 impl Controller for ControllerService {
-    async fn create_volume(&self, request: Request<CreateVolumeRequest>) -> RpcResult<CreateVolumeResponse> {
+    async fn create_volume(
+        &self,
+        request: Request<CreateVolumeRequest>,
+    ) -> RpcResult<CreateVolumeResponse> {
         let deadline = Deadline::from_metadata(request.metadata());
         let req = request.into_inner();
         require(&req.name, "name")?;
         check_capabilities(&req.volume_capabilities, "volume_capabilities")?;
         check_map_size(&req.parameters, "parameters")?;
         check_map_size(&req.mutable_parameters, "mutable_parameters")?;
-        let params = params::parse_create_params(&req.parameters).map_err(Status::invalid_argument)?;
-        let mutable =
-            params::parse_mutable_params(&req.mutable_parameters).map_err(Status::invalid_argument)?;
+        let params =
+            params::parse_create_params(&req.parameters).map_err(Status::invalid_argument)?;
+        let mutable = params::parse_mutable_params(&req.mutable_parameters)
+            .map_err(Status::invalid_argument)?;
         let range = req.capacity_range.as_ref();
         let size_gib = params::size_for_range(range)?;
         let source = Source::from_request(req.volume_content_source.as_ref())?;
 
-        let _guard = self.driver.locks.try_lock(&format!("volume-name/{}", req.name))?;
+        let _guard = self
+            .driver
+            .locks
+            .try_lock(&format!("volume-name/{}", req.name))?;
         let cloud = self.cloud()?;
         let placement = Placement {
             requirement: req.accessibility_requirements.as_ref(),
@@ -388,7 +397,9 @@ impl Controller for ControllerService {
             Source::Snapshot(id) => match cloud.get_snapshot(id, deadline).await {
                 Ok(s) => (Some(s.region), s.min_disk_size_gib),
                 Err(CloudError::NotFound { .. }) => {
-                    return Err(Status::not_found(format!("source snapshot {id:?} not found")))
+                    return Err(Status::not_found(format!(
+                        "source snapshot {id:?} not found"
+                    )))
                 }
                 Err(e) => return Err(e.into()),
             },
@@ -443,13 +454,15 @@ impl Controller for ControllerService {
             Ok(v) => v,
             // A retried request whose first attempt was applied but whose answer was lost,
             // or a concurrent create: the volume is there now.
-            Err(e @ CloudError::NameInUse { .. }) => match find_volume(cloud, &req.name, deadline).await? {
-                Some(existing) => {
-                    wanted.check(&existing)?;
-                    existing
+            Err(e @ CloudError::NameInUse { .. }) => {
+                match find_volume(cloud, &req.name, deadline).await? {
+                    Some(existing) => {
+                        wanted.check(&existing)?;
+                        existing
+                    }
+                    None => return Err(e.into()),
                 }
-                None => return Err(e.into()),
-            },
+            }
             Err(CloudError::NotFound { message }) if source != Source::Blank => {
                 return Err(Status::not_found(format!(
                     "{} not found: {message}",
@@ -463,11 +476,17 @@ impl Controller for ControllerService {
         }))
     }
 
-    async fn delete_volume(&self, request: Request<DeleteVolumeRequest>) -> RpcResult<DeleteVolumeResponse> {
+    async fn delete_volume(
+        &self,
+        request: Request<DeleteVolumeRequest>,
+    ) -> RpcResult<DeleteVolumeResponse> {
         let deadline = Deadline::from_metadata(request.metadata());
         let req = request.into_inner();
         require(&req.volume_id, "volume_id")?;
-        let _guard = self.driver.locks.try_lock(&format!("volume/{}", req.volume_id))?;
+        let _guard = self
+            .driver
+            .locks
+            .try_lock(&format!("volume/{}", req.volume_id))?;
         let cloud = self.cloud()?;
         let volume = match cloud.get_volume(&req.volume_id, deadline).await {
             Ok(v) => v,
@@ -500,7 +519,10 @@ impl Controller for ControllerService {
         require(&req.volume_id, "volume_id")?;
         require(&req.node_id, "node_id")?;
         check_capability(req.volume_capability.as_ref(), "volume_capability")?;
-        let _guard = self.driver.locks.try_lock(&format!("volume/{}", req.volume_id))?;
+        let _guard = self
+            .driver
+            .locks
+            .try_lock(&format!("volume/{}", req.volume_id))?;
         let cloud = self.cloud()?;
         let node = droplet_id(&req.node_id).ok_or_else(|| node_not_found(&req.node_id))?;
 
@@ -565,7 +587,10 @@ impl Controller for ControllerService {
                 // answer was lost): look again.
                 Err(CloudError::AlreadyAttached { .. }) => continue,
                 Err(e @ CloudError::PendingEvent { .. }) => {
-                    if attachment_in_flight(cloud, &volume.id, deadline).await?.is_some() {
+                    if attachment_in_flight(cloud, &volume.id, deadline)
+                        .await?
+                        .is_some()
+                    {
                         continue;
                     }
                     // The droplet is busy with another volume: the CO retries.
@@ -595,7 +620,10 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         require(&req.volume_id, "volume_id")?;
         params::check_length(&req.node_id, "node_id")?;
-        let _guard = self.driver.locks.try_lock(&format!("volume/{}", req.volume_id))?;
+        let _guard = self
+            .driver
+            .locks
+            .try_lock(&format!("volume/{}", req.volume_id))?;
         let cloud = self.cloud()?;
         let done = || Ok(Response::new(ControllerUnpublishVolumeResponse {}));
         // An empty node id means every node.
@@ -618,7 +646,8 @@ impl Controller for ControllerService {
             };
             // An attach in flight finishes first (it can't be cancelled), then is undone.
             if let Some(action) = attachment_in_flight(cloud, &volume.id, deadline).await? {
-                let concerns_node = node.is_none() || action.droplet_id.is_none() || action.droplet_id == node;
+                let concerns_node =
+                    node.is_none() || action.droplet_id.is_none() || action.droplet_id == node;
                 if concerns_node {
                     match wait_for_action(cloud, action, deadline).await {
                         Ok(_) | Err(CloudError::ActionErrored { .. }) => continue,
@@ -644,7 +673,10 @@ impl Controller for ControllerService {
                     continue
                 }
                 Err(e @ CloudError::PendingEvent { .. }) => {
-                    if attachment_in_flight(cloud, &volume.id, deadline).await?.is_some() {
+                    if attachment_in_flight(cloud, &volume.id, deadline)
+                        .await?
+                        .is_some()
+                    {
                         continue;
                     }
                     return Err(Status::aborted(format!(
@@ -707,7 +739,10 @@ impl Controller for ControllerService {
         }))
     }
 
-    async fn list_volumes(&self, request: Request<ListVolumesRequest>) -> RpcResult<ListVolumesResponse> {
+    async fn list_volumes(
+        &self,
+        request: Request<ListVolumesRequest>,
+    ) -> RpcResult<ListVolumesResponse> {
         let deadline = Deadline::from_metadata(request.metadata());
         let req = request.into_inner();
         let cloud = self.cloud()?;
@@ -741,11 +776,15 @@ impl Controller for ControllerService {
         }))
     }
 
-    async fn get_capacity(&self, request: Request<GetCapacityRequest>) -> RpcResult<GetCapacityResponse> {
+    async fn get_capacity(
+        &self,
+        request: Request<GetCapacityRequest>,
+    ) -> RpcResult<GetCapacityResponse> {
         let deadline = Deadline::from_metadata(request.metadata());
         let req = request.into_inner();
         check_map_size(&req.parameters, "parameters")?;
-        let params = params::parse_create_params(&req.parameters).map_err(Status::invalid_argument)?;
+        let params =
+            params::parse_create_params(&req.parameters).map_err(Status::invalid_argument)?;
         let cloud = self.cloud()?;
         let answer = |available: i64| {
             Ok(Response::new(GetCapacityResponse {
@@ -796,21 +835,32 @@ impl Controller for ControllerService {
             .iter()
             .map(|rpc| ControllerServiceCapability {
                 r#type: Some(controller_service_capability::Type::Rpc(
-                    controller_service_capability::Rpc { r#type: *rpc as i32 },
+                    controller_service_capability::Rpc {
+                        r#type: *rpc as i32,
+                    },
                 )),
             })
             .collect();
-        Ok(Response::new(ControllerGetCapabilitiesResponse { capabilities }))
+        Ok(Response::new(ControllerGetCapabilitiesResponse {
+            capabilities,
+        }))
     }
 
-    async fn create_snapshot(&self, request: Request<CreateSnapshotRequest>) -> RpcResult<CreateSnapshotResponse> {
+    async fn create_snapshot(
+        &self,
+        request: Request<CreateSnapshotRequest>,
+    ) -> RpcResult<CreateSnapshotResponse> {
         let deadline = Deadline::from_metadata(request.metadata());
         let req = request.into_inner();
         require(&req.name, "name")?;
         require(&req.source_volume_id, "source_volume_id")?;
         check_map_size(&req.parameters, "parameters")?;
-        let tags = params::parse_snapshot_params(&req.parameters).map_err(Status::invalid_argument)?;
-        let _name_guard = self.driver.locks.try_lock(&format!("snapshot-name/{}", req.name))?;
+        let tags =
+            params::parse_snapshot_params(&req.parameters).map_err(Status::invalid_argument)?;
+        let _name_guard = self
+            .driver
+            .locks
+            .try_lock(&format!("snapshot-name/{}", req.name))?;
         let _volume_guard = self
             .driver
             .locks
@@ -832,7 +882,12 @@ impl Controller for ControllerService {
             return same_or_conflict(existing);
         }
         match cloud
-            .create_snapshot(&req.source_volume_id, &names::cloud_snapshot_name(&req.name), tags, deadline)
+            .create_snapshot(
+                &req.source_volume_id,
+                &names::cloud_snapshot_name(&req.name),
+                tags,
+                deadline,
+            )
             .await
         {
             Ok(s) => same_or_conflict(s),
@@ -841,33 +896,51 @@ impl Controller for ControllerService {
                 req.source_volume_id
             ))),
             // A retry whose first attempt was applied, or a concurrent create.
-            Err(e @ CloudError::NameInUse { .. }) => match find_snapshot(cloud, &req.name, deadline).await? {
-                Some(existing) => same_or_conflict(existing),
-                None => Err(e.into()),
-            },
+            Err(e @ CloudError::NameInUse { .. }) => {
+                match find_snapshot(cloud, &req.name, deadline).await? {
+                    Some(existing) => same_or_conflict(existing),
+                    None => Err(e.into()),
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn delete_snapshot(&self, request: Request<DeleteSnapshotRequest>) -> RpcResult<DeleteSnapshotResponse> {
+    async fn delete_snapshot(
+        &self,
+        request: Request<DeleteSnapshotRequest>,
+    ) -> RpcResult<DeleteSnapshotResponse> {
         let deadline = Deadline::from_metadata(request.metadata());
         let req = request.into_inner();
         require(&req.snapshot_id, "snapshot_id")?;
-        let _guard = self.driver.locks.try_lock(&format!("snapshot/{}", req.snapshot_id))?;
+        let _guard = self
+            .driver
+            .locks
+            .try_lock(&format!("snapshot/{}", req.snapshot_id))?;
         let cloud = self.cloud()?;
         match cloud.delete_snapshot(&req.snapshot_id, deadline).await {
             // spec: DeleteSnapshot of an unknown id MUST succeed.
-            Ok(()) | Err(CloudError::NotFound { .. }) => Ok(Response::new(DeleteSnapshotResponse {})),
-            Err(CloudError::VolumeInUse { message } | CloudError::NameInUse { message }) => Err(
-                Status::failed_precondition(format!("snapshot {} is in use: {message}", req.snapshot_id)),
-            ),
+            Ok(()) | Err(CloudError::NotFound { .. }) => {
+                Ok(Response::new(DeleteSnapshotResponse {}))
+            }
+            Err(CloudError::VolumeInUse { message } | CloudError::NameInUse { message }) => {
+                Err(Status::failed_precondition(format!(
+                    "snapshot {} is in use: {message}",
+                    req.snapshot_id
+                )))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn list_snapshots(&self, request: Request<ListSnapshotsRequest>) -> RpcResult<ListSnapshotsResponse> {
+    async fn list_snapshots(
+        &self,
+        request: Request<ListSnapshotsRequest>,
+    ) -> RpcResult<ListSnapshotsResponse> {
         let deadline = Deadline::from_metadata(request.metadata());
         let req = request.into_inner();
+        params::check_length(&req.snapshot_id, "snapshot_id")?;
+        params::check_length(&req.source_volume_id, "source_volume_id")?;
         let cloud = self.cloud()?;
         paging::validate(&req.starting_token, "snapshots", req.max_entries)?;
         let snapshots = if !req.snapshot_id.is_empty() {
@@ -877,7 +950,10 @@ impl Controller for ControllerService {
                 Err(e) => return Err(e.into()),
             }
         } else if !req.source_volume_id.is_empty() {
-            match cloud.list_snapshots(Some(&req.source_volume_id), deadline).await {
+            match cloud
+                .list_snapshots(Some(&req.source_volume_id), deadline)
+                .await
+            {
                 Ok(all) => all,
                 Err(CloudError::NotFound { .. }) => Vec::new(),
                 Err(e) => return Err(e.into()),
@@ -908,7 +984,10 @@ impl Controller for ControllerService {
         }))
     }
 
-    async fn get_snapshot(&self, request: Request<GetSnapshotRequest>) -> RpcResult<GetSnapshotResponse> {
+    async fn get_snapshot(
+        &self,
+        request: Request<GetSnapshotRequest>,
+    ) -> RpcResult<GetSnapshotResponse> {
         let deadline = Deadline::from_metadata(request.metadata());
         let req = request.into_inner();
         require(&req.snapshot_id, "snapshot_id")?;
@@ -942,7 +1021,10 @@ impl Controller for ControllerService {
         let target_gib = params::size_for_range(Some(range))?;
         // A filesystem must still be grown on the node; a raw block device needs nothing.
         let node_expansion_required = !is_block(req.volume_capability.as_ref());
-        let _guard = self.driver.locks.try_lock(&format!("volume/{}", req.volume_id))?;
+        let _guard = self
+            .driver
+            .locks
+            .try_lock(&format!("volume/{}", req.volume_id))?;
         let cloud = self.cloud()?;
 
         for _ in 0..RECONCILE_ROUNDS {
@@ -1017,9 +1099,12 @@ impl Controller for ControllerService {
         }
         check_map_size(&req.mutable_parameters, "mutable_parameters")?;
         // Validate everything before applying anything.
-        let mutable =
-            params::parse_mutable_params(&req.mutable_parameters).map_err(Status::invalid_argument)?;
-        let _guard = self.driver.locks.try_lock(&format!("volume/{}", req.volume_id))?;
+        let mutable = params::parse_mutable_params(&req.mutable_parameters)
+            .map_err(Status::invalid_argument)?;
+        let _guard = self
+            .driver
+            .locks
+            .try_lock(&format!("volume/{}", req.volume_id))?;
         let cloud = self.cloud()?;
         match cloud.get_volume(&req.volume_id, deadline).await {
             Ok(_) => {}

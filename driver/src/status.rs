@@ -85,7 +85,10 @@ mod tests {
     fn cloud_errors_map_to_the_codes_the_spec_expects() {
         let cases = [
             (CloudError::from_api(404, "x"), Code::NotFound),
-            (CloudError::from_api(409, "name in use"), Code::AlreadyExists),
+            (
+                CloudError::from_api(409, "name in use"),
+                Code::AlreadyExists,
+            ),
             (
                 CloudError::from_api(409, "attached volume cannot be deleted"),
                 Code::FailedPrecondition,
@@ -99,7 +102,10 @@ mod tests {
                 Code::ResourceExhausted,
             ),
             (CloudError::from_api(503, "down"), Code::Unavailable),
-            (CloudError::RateLimited { retry_after: None }, Code::Unavailable),
+            (
+                CloudError::RateLimited { retry_after: None },
+                Code::Unavailable,
+            ),
             (
                 CloudError::Timeout { what: "w".into() },
                 Code::DeadlineExceeded,

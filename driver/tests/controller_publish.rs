@@ -33,12 +33,16 @@ async fn publish_without_volume_node_or_capability_is_invalid(backend: Backend) 
     let mut client = env.controller();
     let id = env.create("fields").await;
     assert_status(
-        client.controller_publish_volume(publish_request("", NODE)).await,
+        client
+            .controller_publish_volume(publish_request("", NODE))
+            .await,
         Code::InvalidArgument,
         "volume_id is required",
     );
     assert_status(
-        client.controller_publish_volume(publish_request(&id, "")).await,
+        client
+            .controller_publish_volume(publish_request(&id, ""))
+            .await,
         Code::InvalidArgument,
         "node_id is required",
     );
@@ -54,7 +58,11 @@ async fn publish_without_volume_node_or_capability_is_invalid(backend: Backend) 
         csi_proto::v1::volume_capability::access_mode::Mode::MultiNodeMultiWriter,
         false,
     ));
-    assert_status(client.controller_publish_volume(multi).await, Code::InvalidArgument, "MULTI_NODE");
+    assert_status(
+        client.controller_publish_volume(multi).await,
+        Code::InvalidArgument,
+        "MULTI_NODE",
+    );
     assert!(env.actions(&id, ActionKind::Attach).is_empty());
 }
 
@@ -63,13 +71,17 @@ async fn publish_of_a_missing_volume_or_node_is_not_found(backend: Backend) {
     let mut client = env.controller();
     let id = env.create("lonely").await;
     assert_status(
-        client.controller_publish_volume(publish_request("no-such-volume", NODE)).await,
+        client
+            .controller_publish_volume(publish_request("no-such-volume", NODE))
+            .await,
         Code::NotFound,
         "no-such-volume",
     );
     for node in ["99", "not-a-droplet"] {
         assert_status(
-            client.controller_publish_volume(publish_request(&id, node)).await,
+            client
+                .controller_publish_volume(publish_request(&id, node))
+                .await,
             Code::NotFound,
             node,
         );
@@ -91,7 +103,11 @@ async fn publish_returns_the_device_context_and_repeats_idempotently(backend: Ba
     for _ in 0..3 {
         assert_eq!(env.publish(&id, NODE).await, context);
     }
-    assert_eq!(env.actions(&id, ActionKind::Attach).len(), 1, "a repeat starts no attach");
+    assert_eq!(
+        env.actions(&id, ActionKind::Attach).len(),
+        1,
+        "a repeat starts no attach"
+    );
 }
 
 async fn publish_to_a_second_node_names_the_node_holding_the_volume(backend: Backend) {
@@ -156,14 +172,23 @@ async fn publish_timed_out_mid_attach_is_resumed_by_its_retry(backend: Backend) 
     env.set_latency(Duration::from_millis(1500), Duration::ZERO, Duration::ZERO);
     let mut client = env.controller();
     let first = client
-        .controller_publish_volume(with_timeout(publish_request(&id, NODE), Duration::from_millis(300)))
+        .controller_publish_volume(with_timeout(
+            publish_request(&id, NODE),
+            Duration::from_millis(300),
+        ))
         .await;
     assert_status(first, Code::DeadlineExceeded, "");
-    assert!(env.cloud.get_volume(&id).unwrap().droplet_ids.is_empty(), "still attaching");
+    assert!(
+        env.cloud.get_volume(&id).unwrap().droplet_ids.is_empty(),
+        "still attaching"
+    );
 
     // The CO retries; the retry finds the attach in flight and waits for it.
     let retry = client
-        .controller_publish_volume(with_timeout(publish_request(&id, NODE), Duration::from_secs(10)))
+        .controller_publish_volume(with_timeout(
+            publish_request(&id, NODE),
+            Duration::from_secs(10),
+        ))
         .await
         .expect("the retry resumes the attach")
         .into_inner();
@@ -178,13 +203,21 @@ async fn unpublish_succeeds_for_whatever_is_not_attached(backend: Backend) {
     let env = TestEnv::start(backend).await;
     let mut client = env.controller();
     assert_status(
-        client.controller_unpublish_volume(unpublish_request("", NODE)).await,
+        client
+            .controller_unpublish_volume(unpublish_request("", NODE))
+            .await,
         Code::InvalidArgument,
         "volume_id is required",
     );
     let id = env.create("never-published").await;
     // spec: not attached → OK; volume or node gone → OK.
-    for (volume, node) in [(id.as_str(), NODE), ("no-such-volume", NODE), (id.as_str(), "99"), (id.as_str(), "not-a-droplet"), (id.as_str(), "")] {
+    for (volume, node) in [
+        (id.as_str(), NODE),
+        ("no-such-volume", NODE),
+        (id.as_str(), "99"),
+        (id.as_str(), "not-a-droplet"),
+        (id.as_str(), ""),
+    ] {
         client
             .controller_unpublish_volume(unpublish_request(volume, node))
             .await
@@ -225,15 +258,25 @@ async fn unpublish_detaches_and_repeats_idempotently(backend: Backend) {
 async fn unpublish_waits_for_an_attach_in_flight_then_undoes_it(backend: Backend) {
     let env = TestEnv::start(backend).await;
     let id = env.create("cancelled").await;
-    env.set_latency(Duration::from_millis(800), Duration::from_millis(100), Duration::ZERO);
+    env.set_latency(
+        Duration::from_millis(800),
+        Duration::from_millis(100),
+        Duration::ZERO,
+    );
     let first = env
         .controller()
-        .controller_publish_volume(with_timeout(publish_request(&id, NODE), Duration::from_millis(200)))
+        .controller_publish_volume(with_timeout(
+            publish_request(&id, NODE),
+            Duration::from_millis(200),
+        ))
         .await;
     assert_status(first, Code::DeadlineExceeded, "");
     // spec: ControllerUnpublish cancels a pending ControllerPublish.
     env.controller()
-        .controller_unpublish_volume(with_timeout(unpublish_request(&id, NODE), Duration::from_secs(10)))
+        .controller_unpublish_volume(with_timeout(
+            unpublish_request(&id, NODE),
+            Duration::from_secs(10),
+        ))
         .await
         .expect("unpublish after the attach lands");
     assert!(env.cloud.get_volume(&id).unwrap().droplet_ids.is_empty());
@@ -241,7 +284,9 @@ async fn unpublish_waits_for_an_attach_in_flight_then_undoes_it(backend: Backend
     assert_eq!(env.actions(&id, ActionKind::Detach).len(), 1);
 }
 
-async fn a_second_operation_on_a_volume_in_flight_is_aborted_and_the_first_completes(backend: Backend) {
+async fn a_second_operation_on_a_volume_in_flight_is_aborted_and_the_first_completes(
+    backend: Backend,
+) {
     let env = TestEnv::start(backend).await;
     let id = env.create("busy").await;
     env.set_latency(Duration::from_millis(800), Duration::ZERO, Duration::ZERO);
@@ -256,7 +301,9 @@ async fn a_second_operation_on_a_volume_in_flight_is_aborted_and_the_first_compl
     let mut client = env.controller();
     // spec: an operation already pending on the same volume → ABORTED.
     assert_status(
-        client.controller_publish_volume(publish_request(&id, NODE)).await,
+        client
+            .controller_publish_volume(publish_request(&id, NODE))
+            .await,
         Code::Aborted,
         &id,
     );
@@ -270,7 +317,10 @@ async fn a_second_operation_on_a_volume_in_flight_is_aborted_and_the_first_compl
         Code::Aborted,
         "in progress",
     );
-    first.await.unwrap().expect("the first publish is not disturbed");
+    first
+        .await
+        .unwrap()
+        .expect("the first publish is not disturbed");
     assert_eq!(env.cloud.get_volume(&id).unwrap().droplet_ids, [1]);
     assert_eq!(env.actions(&id, ActionKind::Attach).len(), 1);
 }
@@ -313,7 +363,9 @@ async fn an_errored_attach_fails_with_its_reason_and_marks_the_volume_abnormal(b
     assert_status(result, Code::Internal, "injected fault");
     let status = env
         .controller()
-        .controller_get_volume(ControllerGetVolumeRequest { volume_id: id.clone() })
+        .controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner()
@@ -321,7 +373,11 @@ async fn an_errored_attach_fails_with_its_reason_and_marks_the_volume_abnormal(b
         .unwrap();
     let condition = status.volume_condition.unwrap();
     assert!(condition.abnormal, "{condition:?}");
-    assert!(condition.message.contains("attach_volume"), "{}", condition.message);
+    assert!(
+        condition.message.contains("attach_volume"),
+        "{}",
+        condition.message
+    );
 
     env.set_faults(fake_cloud::Faults::none());
     env.publish(&id, NODE).await;
@@ -335,5 +391,8 @@ async fn an_errored_attach_fails_with_its_reason_and_marks_the_volume_abnormal(b
         .unwrap()
         .volume_condition
         .unwrap();
-    assert!(!condition.abnormal, "healthy again after a good attach: {condition:?}");
+    assert!(
+        !condition.abnormal,
+        "healthy again after a good attach: {condition:?}"
+    );
 }

@@ -57,7 +57,9 @@ async fn create_snapshot_without_name_or_source_is_invalid(backend: Backend) {
         "source_volume_id is required",
     );
     assert_status(
-        client.create_snapshot(snapshot_request(&"s".repeat(129), &id)).await,
+        client
+            .create_snapshot(snapshot_request(&"s".repeat(129), &id))
+            .await,
         Code::InvalidArgument,
         "at most 128",
     );
@@ -72,7 +74,10 @@ async fn create_snapshot_is_idempotent_by_name_and_honest_about_readiness(backen
     assert_eq!(first.source_volume_id, id);
     assert_eq!(first.size_bytes, GIB);
     assert!(first.creation_time.is_some());
-    let in_cloud = env.cloud.get_snapshot(&first.snapshot_id).expect("the cloud has it");
+    let in_cloud = env
+        .cloud
+        .get_snapshot(&first.snapshot_id)
+        .expect("the cloud has it");
     // The cloud makes a snapshot before it answers, so it is ready.
     assert!(first.ready_to_use);
     assert_eq!(in_cloud.volume_id, id);
@@ -81,13 +86,18 @@ async fn create_snapshot_is_idempotent_by_name_and_honest_about_readiness(backen
     assert_eq!(env.cloud.list_snapshots(None, 1, 200).unwrap().total, 1);
 }
 
-async fn create_snapshot_with_the_name_of_another_volumes_snapshot_already_exists(backend: Backend) {
+async fn create_snapshot_with_the_name_of_another_volumes_snapshot_already_exists(
+    backend: Backend,
+) {
     let env = TestEnv::start(backend).await;
     let a = env.create("snap-a").await;
     let b = env.create("snap-b").await;
     snapshot(&env, "shared-name", &a).await;
     // spec: same name, different source → ALREADY_EXISTS.
-    let result = env.controller().create_snapshot(snapshot_request("shared-name", &b)).await;
+    let result = env
+        .controller()
+        .create_snapshot(snapshot_request("shared-name", &b))
+        .await;
     assert_status(result, Code::AlreadyExists, &a);
 }
 
@@ -105,11 +115,28 @@ async fn create_snapshot_rejects_unknown_parameters(backend: Backend) {
     let id = env.create("snap-params").await;
     let mut req = snapshot_request("with-params", &id);
     req.parameters = map(&[("retention", "7d")]);
-    assert_status(env.controller().create_snapshot(req).await, Code::InvalidArgument, "\"retention\"");
+    assert_status(
+        env.controller().create_snapshot(req).await,
+        Code::InvalidArgument,
+        "\"retention\"",
+    );
     let mut req = snapshot_request("with-params", &id);
-    req.parameters = map(&[("tags", "nightly"), ("csi.storage.k8s.io/volumesnapshot/name", "s")]);
-    let s = env.controller().create_snapshot(req).await.unwrap().into_inner().snapshot.unwrap();
-    assert_eq!(env.cloud.get_snapshot(&s.snapshot_id).unwrap().tags, ["nightly"]);
+    req.parameters = map(&[
+        ("tags", "nightly"),
+        ("csi.storage.k8s.io/volumesnapshot/name", "s"),
+    ]);
+    let s = env
+        .controller()
+        .create_snapshot(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(
+        env.cloud.get_snapshot(&s.snapshot_id).unwrap().tags,
+        ["nightly"]
+    );
 }
 
 async fn get_snapshot_finds_by_id_and_an_unknown_one_is_not_found(backend: Backend) {
@@ -149,7 +176,9 @@ async fn delete_snapshot_of_an_unknown_id_succeeds_and_a_known_one_goes(backend:
     let env = TestEnv::start(backend).await;
     let mut client = env.controller();
     assert_status(
-        client.delete_snapshot(DeleteSnapshotRequest::default()).await,
+        client
+            .delete_snapshot(DeleteSnapshotRequest::default())
+            .await,
         Code::InvalidArgument,
         "snapshot_id is required",
     );
@@ -204,23 +233,47 @@ async fn list_snapshots_filters_by_id_and_source_and_pages(backend: Backend) {
     }
     let of_b = snapshot(&env, "b-0", &b).await.snapshot_id;
 
-    let by_id = client.list_snapshots(list_request(&of_b, "", 0, "")).await.unwrap().into_inner();
-    assert_eq!(snapshot_ids(&by_id), [of_b.clone()]);
-    let unknown = client.list_snapshots(list_request("no-such-snapshot", "", 0, "")).await.unwrap().into_inner();
+    let by_id = client
+        .list_snapshots(list_request(&of_b, "", 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(snapshot_ids(&by_id), std::slice::from_ref(&of_b));
+    let unknown = client
+        .list_snapshots(list_request("no-such-snapshot", "", 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(unknown.entries.is_empty());
-    let mismatch = client.list_snapshots(list_request(&of_b, &a, 0, "")).await.unwrap().into_inner();
+    let mismatch = client
+        .list_snapshots(list_request(&of_b, &a, 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(mismatch.entries.is_empty(), "id and source must both match");
 
-    let by_source = client.list_snapshots(list_request("", &a, 0, "")).await.unwrap().into_inner();
+    let by_source = client
+        .list_snapshots(list_request("", &a, 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
     let got: HashSet<String> = snapshot_ids(&by_source).into_iter().collect();
     assert_eq!(got, of_a.iter().cloned().collect::<HashSet<_>>());
-    let unknown_source = client.list_snapshots(list_request("", "no-such-volume", 0, "")).await.unwrap().into_inner();
+    let unknown_source = client
+        .list_snapshots(list_request("", "no-such-volume", 0, ""))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(unknown_source.entries.is_empty());
 
     let mut paged = Vec::new();
     let mut token = String::new();
     loop {
-        let page = client.list_snapshots(list_request("", "", 3, &token)).await.unwrap().into_inner();
+        let page = client
+            .list_snapshots(list_request("", "", 3, &token))
+            .await
+            .unwrap()
+            .into_inner();
         assert!(page.entries.len() <= 3);
         paged.extend(snapshot_ids(&page));
         if page.next_token.is_empty() {
@@ -234,7 +287,9 @@ async fn list_snapshots_filters_by_id_and_source_and_pages(backend: Backend) {
     assert_eq!(paged, all);
 
     assert_status(
-        client.list_snapshots(list_request("", "", 0, "not-a-token")).await,
+        client
+            .list_snapshots(list_request("", "", 0, "not-a-token"))
+            .await,
         Code::Aborted,
         "starting_token",
     );
@@ -265,7 +320,14 @@ fn from_volume(name: &str, volume_id: &str, bytes: i64) -> CreateVolumeRequest {
 async fn create_volume_from_a_snapshot_records_its_source(backend: Backend) {
     let env = TestEnv::start(backend).await;
     let mut client = env.controller();
-    let source = env.controller().create_volume(create_request("restore-src", 2 * GIB)).await.unwrap().into_inner().volume.unwrap();
+    let source = env
+        .controller()
+        .create_volume(create_request("restore-src", 2 * GIB))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     let s = snapshot(&env, "restore-point", &source.volume_id).await;
     // Asked for less than the snapshot holds, the volume gets the snapshot's size.
     let v = client
@@ -276,7 +338,10 @@ async fn create_volume_from_a_snapshot_records_its_source(backend: Backend) {
         .volume
         .unwrap();
     assert_eq!(v.capacity_bytes, 2 * GIB);
-    assert_eq!(v.content_source, from_snapshot("", &s.snapshot_id, 0).volume_content_source);
+    assert_eq!(
+        v.content_source,
+        from_snapshot("", &s.snapshot_id, 0).volume_content_source
+    );
     let again = client
         .create_volume(from_snapshot("restored", &s.snapshot_id, GIB))
         .await
@@ -309,14 +374,31 @@ async fn create_volume_from_a_volume_clones_it(backend: Backend) {
         .volume
         .unwrap();
     assert_ne!(v.volume_id, source);
-    assert_eq!(v.content_source, from_volume("", &source, 0).volume_content_source);
-    let again = client.create_volume(from_volume("cloned", &source, GIB)).await.unwrap().into_inner().volume.unwrap();
+    assert_eq!(
+        v.content_source,
+        from_volume("", &source, 0).volume_content_source
+    );
+    let again = client
+        .create_volume(from_volume("cloned", &source, GIB))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     assert_eq!(again.volume_id, v.volume_id);
     // No temporary snapshot is left behind.
     assert_eq!(env.cloud.list_snapshots(None, 1, 200).unwrap().total, 0);
     if backend == Backend::Memory {
         // The in-process cloud copies the image: the clone's bytes live in its own file.
-        let dir = env.driver.driver.cloud_data_dir().expect("data dir").to_path_buf();
-        assert!(dir.join("volumes").join(format!("{}.img", v.volume_id)).exists());
+        let dir = env
+            .driver
+            .driver
+            .cloud_data_dir()
+            .expect("data dir")
+            .to_path_buf();
+        assert!(dir
+            .join("volumes")
+            .join(format!("{}.img", v.volume_id))
+            .exists());
     }
 }

@@ -42,7 +42,10 @@ both_backends!(
 async fn create_volume_without_a_name_is_invalid(backend: Backend) {
     let env = TestEnv::start(backend).await;
     // spec: a missing required field is INVALID_ARGUMENT.
-    let result = env.controller().create_volume(create_request("", GIB)).await;
+    let result = env
+        .controller()
+        .create_volume(create_request("", GIB))
+        .await;
     assert_status(result, Code::InvalidArgument, "name is required");
 }
 
@@ -51,7 +54,11 @@ async fn create_volume_without_capabilities_is_invalid(backend: Backend) {
     let mut req = create_request("no-caps", GIB);
     req.volume_capabilities.clear();
     let result = env.controller().create_volume(req).await;
-    assert_status(result, Code::InvalidArgument, "volume_capabilities is required");
+    assert_status(
+        result,
+        Code::InvalidArgument,
+        "volume_capabilities is required",
+    );
 
     let mut req = create_request("no-mode", GIB);
     req.volume_capabilities[0].access_mode = None;
@@ -62,19 +69,30 @@ async fn create_volume_without_capabilities_is_invalid(backend: Backend) {
 
 async fn create_volume_refuses_multi_node_access_modes(backend: Backend) {
     let env = TestEnv::start(backend).await;
-    for mode in [Mode::MultiNodeMultiWriter, Mode::MultiNodeReaderOnly, Mode::MultiNodeSingleWriter] {
+    for mode in [
+        Mode::MultiNodeMultiWriter,
+        Mode::MultiNodeReaderOnly,
+        Mode::MultiNodeSingleWriter,
+    ] {
         let mut req = create_request("multi", GIB);
         req.volume_capabilities = vec![capability(mode, false)];
         let result = env.controller().create_volume(req).await;
         assert_status(result, Code::InvalidArgument, mode.as_str_name());
     }
-    for (i, mode) in [Mode::SingleNodeSingleWriter, Mode::SingleNodeMultiWriter, Mode::SingleNodeReaderOnly]
-        .into_iter()
-        .enumerate()
+    for (i, mode) in [
+        Mode::SingleNodeSingleWriter,
+        Mode::SingleNodeMultiWriter,
+        Mode::SingleNodeReaderOnly,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut req = create_request(&format!("single-{i}"), GIB);
         req.volume_capabilities = vec![capability(mode, true)];
-        env.controller().create_volume(req).await.expect("single-node mode");
+        env.controller()
+            .create_volume(req)
+            .await
+            .expect("single-node mode");
     }
 }
 
@@ -82,11 +100,25 @@ async fn create_volume_rounds_up_to_whole_gib_and_defaults_to_one(backend: Backe
     let env = TestEnv::start(backend).await;
     let mut req = create_request("default-size", 0);
     req.capacity_range = None;
-    let v = env.controller().create_volume(req).await.unwrap().into_inner().volume.unwrap();
+    let v = env
+        .controller()
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     assert_eq!(v.capacity_bytes, GIB);
 
     let req = create_request("rounded", GIB + GIB / 2);
-    let v = env.controller().create_volume(req).await.unwrap().into_inner().volume.unwrap();
+    let v = env
+        .controller()
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     assert_eq!(v.capacity_bytes, 2 * GIB);
     assert_eq!(env.cloud.get_volume(&v.volume_id).unwrap().size_gib, 2);
 }
@@ -114,13 +146,23 @@ async fn create_volume_refuses_capacity_it_cannot_meet(backend: Backend) {
 async fn create_volume_is_idempotent_by_name(backend: Backend) {
     let env = TestEnv::start(backend).await;
     let mut client = env.controller();
-    let first = client.create_volume(create_request("same-name", GIB)).await.unwrap().into_inner();
-    let again = client.create_volume(create_request("same-name", GIB)).await.unwrap().into_inner();
+    let first = client
+        .create_volume(create_request("same-name", GIB))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = client
+        .create_volume(create_request("same-name", GIB))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(first.volume, again.volume);
     assert_eq!(env.volumes_named("same-name").len(), 1);
 
     // spec: same name, incompatible capacity → ALREADY_EXISTS.
-    let result = client.create_volume(create_request("same-name", 3 * GIB)).await;
+    let result = client
+        .create_volume(create_request("same-name", 3 * GIB))
+        .await;
     assert_status(result, Code::AlreadyExists, "same-name");
     assert_eq!(env.volumes_named("same-name").len(), 1);
 }
@@ -130,16 +172,38 @@ async fn create_volume_maps_any_128_byte_name_to_a_cloud_name(backend: Backend) 
     let mut client = env.controller();
     let long = format!("PVC With Spaces_and.Dots/{}", "x".repeat(103));
     assert_eq!(long.len(), 128);
-    let v = client.create_volume(create_request(&long, GIB)).await.unwrap().into_inner().volume.unwrap();
+    let v = client
+        .create_volume(create_request(&long, GIB))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     let cloud_volume = env.cloud.get_volume(&v.volume_id).unwrap();
     assert!(cloud_volume.name.len() <= 64, "{}", cloud_volume.name);
-    assert!(cloud_volume.name.starts_with("pvc-with-spaces-and-dots-x"), "{}", cloud_volume.name);
-    let again = client.create_volume(create_request(&long, GIB)).await.unwrap().into_inner().volume.unwrap();
+    assert!(
+        cloud_volume.name.starts_with("pvc-with-spaces-and-dots-x"),
+        "{}",
+        cloud_volume.name
+    );
+    let again = client
+        .create_volume(create_request(&long, GIB))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     assert_eq!(again.volume_id, v.volume_id);
 
     // Two names that map alike apart from the hash are two volumes.
     let other = format!("PVC With Spaces_and.Dots/{}", "y".repeat(103));
-    let w = client.create_volume(create_request(&other, GIB)).await.unwrap().into_inner().volume.unwrap();
+    let w = client
+        .create_volume(create_request(&other, GIB))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     assert_ne!(w.volume_id, v.volume_id);
 
     let too_long = "n".repeat(129);
@@ -169,10 +233,20 @@ async fn create_volume_rejects_unknown_parameters_naming_the_key(backend: Backen
         ("csi.storage.k8s.io/pv/name", "pvc-123"),
         ("tags", "team:storage,env-test"),
     ]);
-    let v = client.create_volume(req).await.unwrap().into_inner().volume.unwrap();
+    let v = client
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     let cloud_volume = env.cloud.get_volume(&v.volume_id).unwrap();
     assert_eq!(cloud_volume.tags, ["team:storage", "env-test"]);
-    assert!(cloud_volume.description.contains("prod/data"), "{}", cloud_volume.description);
+    assert!(
+        cloud_volume.description.contains("prod/data"),
+        "{}",
+        cloud_volume.description
+    );
 }
 
 async fn create_volume_places_the_volume_by_topology(backend: Backend) {
@@ -183,7 +257,13 @@ async fn create_volume_places_the_volume_by_topology(backend: Backend) {
         requisite: vec![topology("nyc3"), topology("sfo3")],
         preferred: vec![topology("sfo3")],
     });
-    let v = client.create_volume(req.clone()).await.unwrap().into_inner().volume.unwrap();
+    let v = client
+        .create_volume(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     assert_eq!(v.accessible_topology, vec![topology("sfo3")]);
     assert_eq!(env.cloud.get_volume(&v.volume_id).unwrap().region, "sfo3");
 
@@ -192,7 +272,11 @@ async fn create_volume_places_the_volume_by_topology(backend: Backend) {
         requisite: vec![topology("nyc3")],
         preferred: vec![],
     });
-    assert_status(client.create_volume(req).await, Code::AlreadyExists, "region sfo3");
+    assert_status(
+        client.create_volume(req).await,
+        Code::AlreadyExists,
+        "region sfo3",
+    );
 
     // spec: a topology that can't be met → RESOURCE_EXHAUSTED.
     let mut req = create_request("unplaceable", GIB);
@@ -200,16 +284,32 @@ async fn create_volume_places_the_volume_by_topology(backend: Backend) {
         requisite: vec![topology("mars1")],
         preferred: vec![],
     });
-    assert_status(client.create_volume(req).await, Code::ResourceExhausted, "available");
+    assert_status(
+        client.create_volume(req).await,
+        Code::ResourceExhausted,
+        "available",
+    );
 
     let mut req = create_request("by-parameter", GIB);
     req.parameters = map(&[("region", "ams3")]);
-    let v = client.create_volume(req).await.unwrap().into_inner().volume.unwrap();
+    let v = client
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     assert_eq!(v.accessible_topology, vec![topology("ams3")]);
 
     let mut req = create_request("default-region", GIB);
     req.accessibility_requirements = None;
-    let v = client.create_volume(req).await.unwrap().into_inner().volume.unwrap();
+    let v = client
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     assert_eq!(v.accessible_topology, vec![topology("nyc3")]);
 }
 
@@ -224,7 +324,11 @@ async fn create_volume_from_a_missing_source_is_not_found(backend: Backend) {
             },
         )),
     });
-    assert_status(client.create_volume(req).await, Code::NotFound, "no-such-snapshot");
+    assert_status(
+        client.create_volume(req).await,
+        Code::NotFound,
+        "no-such-snapshot",
+    );
 
     let mut req = create_request("from-nothing", GIB);
     req.volume_content_source = Some(VolumeContentSource {
@@ -234,7 +338,11 @@ async fn create_volume_from_a_missing_source_is_not_found(backend: Backend) {
             },
         )),
     });
-    assert_status(client.create_volume(req).await, Code::NotFound, "no-such-volume");
+    assert_status(
+        client.create_volume(req).await,
+        Code::NotFound,
+        "no-such-volume",
+    );
     assert!(env.volumes_named("from-nothing").is_empty());
 }
 
@@ -243,12 +351,22 @@ async fn create_volume_applies_valid_mutable_parameters_only(backend: Backend) {
     let mut client = env.controller();
     let mut req = create_request("mutable", GIB);
     req.mutable_parameters = map(&[("iops", "100")]);
-    assert_status(client.create_volume(req).await, Code::InvalidArgument, "\"iops\"");
+    assert_status(
+        client.create_volume(req).await,
+        Code::InvalidArgument,
+        "\"iops\"",
+    );
     assert!(env.volumes_named("mutable").is_empty());
 
     let mut req = create_request("mutable", GIB);
     req.mutable_parameters = map(&[("tags", "gold")]);
-    let v = client.create_volume(req).await.unwrap().into_inner().volume.unwrap();
+    let v = client
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
     assert_eq!(env.cloud.get_volume(&v.volume_id).unwrap().tags, ["gold"]);
 }
 
@@ -299,25 +417,32 @@ async fn validate_volume_capabilities_confirms_only_what_is_supported(backend: B
     let env = TestEnv::start(backend).await;
     let mut client = env.controller();
     let id = env.create("validated").await;
-    let request = |volume_id: &str, caps: Vec<VolumeCapability>| ValidateVolumeCapabilitiesRequest {
-        volume_id: volume_id.to_string(),
-        volume_capabilities: caps,
-        volume_context: map(&[("k", "v")]),
-        parameters: map(&[("csi.storage.k8s.io/fstype", "ext4")]),
-        ..Default::default()
-    };
+    let request =
+        |volume_id: &str, caps: Vec<VolumeCapability>| ValidateVolumeCapabilitiesRequest {
+            volume_id: volume_id.to_string(),
+            volume_capabilities: caps,
+            volume_context: map(&[("k", "v")]),
+            parameters: map(&[("csi.storage.k8s.io/fstype", "ext4")]),
+            ..Default::default()
+        };
     assert_status(
-        client.validate_volume_capabilities(request("", vec![mount_cap()])).await,
+        client
+            .validate_volume_capabilities(request("", vec![mount_cap()]))
+            .await,
         Code::InvalidArgument,
         "volume_id is required",
     );
     assert_status(
-        client.validate_volume_capabilities(request(&id, vec![])).await,
+        client
+            .validate_volume_capabilities(request(&id, vec![]))
+            .await,
         Code::InvalidArgument,
         "volume_capabilities is required",
     );
     assert_status(
-        client.validate_volume_capabilities(request("no-such-volume", vec![mount_cap()])).await,
+        client
+            .validate_volume_capabilities(request("no-such-volume", vec![mount_cap()]))
+            .await,
         Code::NotFound,
         "no-such-volume",
     );
@@ -328,9 +453,15 @@ async fn validate_volume_capabilities_confirms_only_what_is_supported(backend: B
         .unwrap()
         .into_inner();
     let confirmed = ok.confirmed.expect("confirmed");
-    assert_eq!(confirmed.volume_capabilities, vec![mount_cap(), block_cap()]);
+    assert_eq!(
+        confirmed.volume_capabilities,
+        vec![mount_cap(), block_cap()]
+    );
     assert_eq!(confirmed.volume_context, map(&[("k", "v")]));
-    assert_eq!(confirmed.parameters, map(&[("csi.storage.k8s.io/fstype", "ext4")]));
+    assert_eq!(
+        confirmed.parameters,
+        map(&[("csi.storage.k8s.io/fstype", "ext4")])
+    );
 
     let multi = capability(Mode::MultiNodeMultiWriter, false);
     let not_ok = client
@@ -339,7 +470,11 @@ async fn validate_volume_capabilities_confirms_only_what_is_supported(backend: B
         .unwrap()
         .into_inner();
     assert!(not_ok.confirmed.is_none());
-    assert!(not_ok.message.contains("MULTI_NODE_MULTI_WRITER"), "{}", not_ok.message);
+    assert!(
+        not_ok.message.contains("MULTI_NODE_MULTI_WRITER"),
+        "{}",
+        not_ok.message
+    );
 }
 
 /// Every volume id, following next_token from the start.
@@ -381,7 +516,11 @@ async fn list_volumes_pages_with_opaque_tokens(backend: Backend) {
     env.publish(&created[0], NODE).await;
     let paged = list_all(&env, 2).await;
     let all = list_all(&env, 0).await;
-    assert_eq!(ids(&paged), ids(&all), "pages list the same volumes in the same order");
+    assert_eq!(
+        ids(&paged),
+        ids(&all),
+        "pages list the same volumes in the same order"
+    );
     let mut listed = ids(&all);
     listed.sort();
     let mut expected = created.clone();
@@ -390,7 +529,11 @@ async fn list_volumes_pages_with_opaque_tokens(backend: Backend) {
     for entry in &all {
         let volume_id = &entry.volume.as_ref().unwrap().volume_id;
         let status = entry.status.clone().expect("status");
-        let published: Vec<String> = if *volume_id == created[0] { vec![NODE.to_string()] } else { vec![] };
+        let published: Vec<String> = if *volume_id == created[0] {
+            vec![NODE.to_string()]
+        } else {
+            vec![]
+        };
         assert_eq!(status.published_node_ids, published);
         assert!(!status.volume_condition.expect("condition").abnormal);
     }
@@ -497,14 +640,19 @@ async fn get_capacity_reports_quota_left_and_honours_topology(backend: Backend) 
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(multi.available_capacity, 0, "no capacity for unsupported capabilities");
+    assert_eq!(
+        multi.available_capacity, 0,
+        "no capacity for unsupported capabilities"
+    );
 }
 
 async fn controller_get_volume_reports_publication_and_condition(backend: Backend) {
     let env = TestEnv::start(backend).await;
     let mut client = env.controller();
     assert_status(
-        client.controller_get_volume(ControllerGetVolumeRequest::default()).await,
+        client
+            .controller_get_volume(ControllerGetVolumeRequest::default())
+            .await,
         Code::InvalidArgument,
         "volume_id is required",
     );
@@ -520,7 +668,9 @@ async fn controller_get_volume_reports_publication_and_condition(backend: Backen
     let id = env.create("got").await;
     env.publish(&id, OTHER_NODE).await;
     let got = client
-        .controller_get_volume(ControllerGetVolumeRequest { volume_id: id.clone() })
+        .controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -540,7 +690,9 @@ async fn modify_volume_changes_tags_and_refuses_anything_else(backend: Backend) 
         ..Default::default()
     };
     assert_status(
-        client.controller_modify_volume(modify("", &[("tags", "a")])).await,
+        client
+            .controller_modify_volume(modify("", &[("tags", "a")]))
+            .await,
         Code::InvalidArgument,
         "volume_id is required",
     );
@@ -550,7 +702,9 @@ async fn modify_volume_changes_tags_and_refuses_anything_else(backend: Backend) 
         "mutable_parameters is required",
     );
     assert_status(
-        client.controller_modify_volume(modify("no-such-volume", &[("tags", "a")])).await,
+        client
+            .controller_modify_volume(modify("no-such-volume", &[("tags", "a")]))
+            .await,
         Code::NotFound,
         "no-such-volume",
     );
@@ -568,12 +722,22 @@ async fn modify_volume_changes_tags_and_refuses_anything_else(backend: Backend) 
         .controller_modify_volume(modify(&id, &[("tags", "gold,k8s:fast")]))
         .await
         .unwrap();
-    assert_eq!(env.cloud.get_volume(&id).unwrap().tags, ["gold", "k8s:fast"]);
-    client.controller_modify_volume(modify(&id, &[("tags", "")])).await.unwrap();
+    assert_eq!(
+        env.cloud.get_volume(&id).unwrap().tags,
+        ["gold", "k8s:fast"]
+    );
+    client
+        .controller_modify_volume(modify(&id, &[("tags", "")]))
+        .await
+        .unwrap();
     assert!(env.cloud.get_volume(&id).unwrap().tags.is_empty());
 }
 
-fn expand_request(volume_id: &str, required: i64, cap: Option<VolumeCapability>) -> ControllerExpandVolumeRequest {
+fn expand_request(
+    volume_id: &str,
+    required: i64,
+    cap: Option<VolumeCapability>,
+) -> ControllerExpandVolumeRequest {
     ControllerExpandVolumeRequest {
         volume_id: volume_id.to_string(),
         capacity_range: Some(CapacityRange {
@@ -591,7 +755,9 @@ async fn expand_volume_grows_through_the_resize_action(backend: Backend) {
     let mut client = env.controller();
     let id = env.create("expanded").await;
     assert_status(
-        client.controller_expand_volume(expand_request("", GIB, None)).await,
+        client
+            .controller_expand_volume(expand_request("", GIB, None))
+            .await,
         Code::InvalidArgument,
         "volume_id is required",
     );
@@ -603,12 +769,16 @@ async fn expand_volume_grows_through_the_resize_action(backend: Backend) {
         "capacity_range is required",
     );
     assert_status(
-        client.controller_expand_volume(expand_request("no-such-volume", 2 * GIB, None)).await,
+        client
+            .controller_expand_volume(expand_request("no-such-volume", 2 * GIB, None))
+            .await,
         Code::NotFound,
         "no-such-volume",
     );
     assert_status(
-        client.controller_expand_volume(expand_request(&id, 16385 * GIB, None)).await,
+        client
+            .controller_expand_volume(expand_request(&id, 16385 * GIB, None))
+            .await,
         Code::OutOfRange,
         "largest volume",
     );
@@ -630,7 +800,10 @@ async fn expand_volume_grows_through_the_resize_action(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(same.capacity_bytes, 3 * GIB);
-    assert!(!same.node_expansion_required, "a raw block device needs no node step");
+    assert!(
+        !same.node_expansion_required,
+        "a raw block device needs no node step"
+    );
     assert_eq!(env.actions(&id, fake_cloud::ActionKind::Resize).len(), 1);
 }
 
@@ -640,16 +813,26 @@ async fn expand_volume_retried_after_a_timeout_resumes_the_resize(backend: Backe
     env.set_latency(Duration::ZERO, Duration::ZERO, Duration::from_millis(1500));
     let mut client = env.controller();
     let first = client
-        .controller_expand_volume(with_timeout(expand_request(&id, 2 * GIB, None), Duration::from_millis(300)))
+        .controller_expand_volume(with_timeout(
+            expand_request(&id, 2 * GIB, None),
+            Duration::from_millis(300),
+        ))
         .await;
     assert_status(first, Code::DeadlineExceeded, "");
     let retry = client
-        .controller_expand_volume(with_timeout(expand_request(&id, 2 * GIB, None), Duration::from_secs(10)))
+        .controller_expand_volume(with_timeout(
+            expand_request(&id, 2 * GIB, None),
+            Duration::from_secs(10),
+        ))
         .await
         .expect("the retry resumes the resize")
         .into_inner();
     assert_eq!(retry.capacity_bytes, 2 * GIB);
-    assert_eq!(env.actions(&id, fake_cloud::ActionKind::Resize).len(), 1, "one resize, resumed");
+    assert_eq!(
+        env.actions(&id, fake_cloud::ActionKind::Resize).len(),
+        1,
+        "one resize, resumed"
+    );
 }
 
 async fn capabilities_advertise_exactly_what_works(backend: Backend) {
@@ -663,9 +846,10 @@ async fn capabilities_advertise_exactly_what_works(backend: Backend) {
         .capabilities;
     let advertised: HashSet<i32> = caps
         .iter()
-        .filter_map(|c| match &c.r#type {
-            Some(controller_service_capability::Type::Rpc(rpc)) => Some(rpc.r#type),
-            None => None,
+        .filter_map(|c| {
+            c.r#type
+                .as_ref()
+                .map(|controller_service_capability::Type::Rpc(rpc)| rpc.r#type)
         })
         .collect();
     let expected: HashSet<i32> = [
@@ -688,5 +872,8 @@ async fn capabilities_advertise_exactly_what_works(backend: Backend) {
     .into_iter()
     .collect();
     assert_eq!(advertised, expected);
-    assert!(!advertised.contains(&(Rpc::PublishReadonly as i32)), "volumes attach read-write only");
+    assert!(
+        !advertised.contains(&(Rpc::PublishReadonly as i32)),
+        "volumes attach read-write only"
+    );
 }

@@ -448,7 +448,25 @@ impl Co {
 
     /// Call `op` until it succeeds. With `kill`, the first two attempts race a SIGKILL
     /// after a random delay of up to `window`.
-    async fn call<T, F, Fut>(&mut self, name: &'static str, kill: Option<Duration>, mut op: F) -> T
+    async fn call<T, F, Fut>(&mut self, name: &'static str, kill: Option<Duration>, op: F) -> T
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        match self.call_unless(name, kill, None, op).await {
+            Ok(r) => r,
+            Err(status) => unreachable!("no code ends the retries: {status:?}"),
+        }
+    }
+
+    /// Like [`Co::call`], but an answer with the code `give_up` ends the retries.
+    async fn call_unless<T, F, Fut>(
+        &mut self,
+        name: &'static str,
+        kill: Option<Duration>,
+        give_up: Option<tonic::Code>,
+        mut op: F,
+    ) -> Result<T, tonic::Status>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -484,7 +502,8 @@ impl Co {
                     .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("CO deadline"))),
             };
             match result {
-                Ok(r) if kill.is_none() || attempt >= 1 => return r.into_inner(),
+                Ok(r) if kill.is_none() || attempt >= 1 => return Ok(r.into_inner()),
+                Err(status) if Some(status.code()) == give_up => return Err(status),
                 // An answer that came before the kill still stands; the CO never saw
                 // it, so it retries (the idempotency every RPC promises).
                 Ok(_) => last = "answered, then the driver died".into(),
@@ -659,11 +678,27 @@ async fn lifecycle(co: &mut Co, cloud: &mut FakeCloud, dir: &Path, n: u32, node_
             volume_capability: Some(capability()),
             ..Default::default()
         };
-        co.call("NodeExpandVolume", window, |ch| {
-            let r = node_expand.clone();
-            async move { NodeClient::new(ch).node_expand_volume(r).await }
-        })
-        .await;
+        // Some kernels refuse online ext4 growth (EPERM from the resize ioctl); the
+        // driver says so with FAILED_PRECONDITION, which no retry can change.
+        let grown = co
+            .call_unless(
+                "NodeExpandVolume",
+                window,
+                Some(tonic::Code::FailedPrecondition),
+                |ch| {
+                    let r = node_expand.clone();
+                    async move { NodeClient::new(ch).node_expand_volume(r).await }
+                },
+            )
+            .await;
+        if let Err(status) = grown {
+            if n == 0 {
+                println!(
+                    "note: NodeExpandVolume cannot grow online on this machine: {}",
+                    status.message()
+                );
+            }
+        }
     }
 
     let snapshot_name = format!("crash-snap-{n}");

@@ -46,7 +46,10 @@ async fn create_volume_whose_response_is_lost_is_found_by_its_retry() {
         for _ in 0..10 {
             if let Ok(r) = env
                 .controller()
-                .create_volume(with_timeout(create_request(name, GIB), Duration::from_secs(20)))
+                .create_volume(with_timeout(
+                    create_request(name, GIB),
+                    Duration::from_secs(20),
+                ))
                 .await
             {
                 created = Some(r.into_inner().volume.unwrap().volume_id);
@@ -63,7 +66,10 @@ async fn create_volume_whose_response_is_lost_is_found_by_its_retry() {
         .filter(|e| e.path == "/v2/volumes")
         .map(|e| e.status)
         .collect();
-    assert!(creates.contains(&500), "some create's answer was lost (applied, answered 500)");
+    assert!(
+        creates.contains(&500),
+        "some create's answer was lost (applied, answered 500)"
+    );
     assert!(
         creates.contains(&409),
         "a retried create found its name taken and took the volume as its own: {creates:?}"
@@ -71,7 +77,10 @@ async fn create_volume_whose_response_is_lost_is_found_by_its_retry() {
     for (name, id) in names.iter().zip(&ids) {
         let existing = env.volumes_named(name);
         assert_eq!(existing.len(), 1, "exactly one volume named {name}");
-        assert_eq!(&existing[0].id, id, "the retry returned the volume the lost create made");
+        assert_eq!(
+            &existing[0].id, id,
+            "the retry returned the volume the lost create made"
+        );
         assert_eq!(&env.create(name).await, id);
     }
     assert_eq!(env.cloud.account().volume_count, names.len() as u64);
@@ -129,15 +138,30 @@ async fn an_exhausted_rate_limit_budget_fails_fast_instead_of_hammering() {
         let started = Instant::now();
         let result = env
             .controller()
-            .create_volume(with_timeout(create_request(&format!("budget-{i}"), GIB), Duration::from_secs(2)))
+            .create_volume(with_timeout(
+                create_request(&format!("budget-{i}"), GIB),
+                Duration::from_secs(2),
+            ))
             .await;
         outcomes.push((result.map(|_| ()), started.elapsed()));
     }
     let (last, elapsed) = outcomes.pop().unwrap();
     assert_status(last, Code::Unavailable, "rate limit");
-    assert!(elapsed < Duration::from_millis(1500), "failed fast: {elapsed:?}");
-    let throttled = env.exchanges.lock().unwrap().iter().filter(|e| e.status == 429).count();
-    assert!(throttled <= 1, "after a 429 the driver waits instead of retrying: {throttled} 429s");
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "failed fast: {elapsed:?}"
+    );
+    let throttled = env
+        .exchanges
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.status == 429)
+        .count();
+    assert!(
+        throttled <= 1,
+        "after a 429 the driver waits instead of retrying: {throttled} 429s"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,10 +175,17 @@ async fn a_refused_token_is_reported_without_being_revealed() {
         },
     )
     .await;
-    let result = env.controller().create_volume(create_request("unauthorized", GIB)).await;
+    let result = env
+        .controller()
+        .create_volume(create_request("unauthorized", GIB))
+        .await;
     let status = result.expect_err("the cloud refuses the token");
     assert_eq!(status.code(), Code::Internal, "{status:?}");
-    assert!(status.message().contains("refused the API token"), "{}", status.message());
+    assert!(
+        status.message().contains("refused the API token"),
+        "{}",
+        status.message()
+    );
     assert!(!status.message().contains(secret));
 }
 
@@ -186,4 +217,3 @@ async fn lists_longer_than_a_page_are_read_page_by_page() {
         .count();
     assert_eq!(pages, 2, "two pages of 200");
 }
-

@@ -9,8 +9,8 @@ use std::time::Instant;
 use anyhow::Context;
 
 use super::{
-    Account, Action, ActionKind, ActionStatus, CloudApi, CloudError, Deadline, Droplet,
-    NewVolume, Snapshot, Volume,
+    Account, Action, ActionKind, ActionStatus, CloudApi, CloudError, Deadline, Droplet, NewVolume,
+    Snapshot, Volume,
 };
 use crate::config::Config;
 
@@ -83,8 +83,12 @@ impl InProcess {
             data_dir: Some(data_dir.clone()),
             ..fake_cloud::CloudConfig::default()
         };
-        let cloud = fake_cloud::Cloud::open(cloud_config)
-            .map_err(|e| anyhow::anyhow!("opening the in-process cloud in {}: {e}", data_dir.display()))?;
+        let cloud = fake_cloud::Cloud::open(cloud_config).map_err(|e| {
+            anyhow::anyhow!(
+                "opening the in-process cloud in {}: {e}",
+                data_dir.display()
+            )
+        })?;
         Ok(InProcess {
             cloud,
             data_dir,
@@ -100,7 +104,10 @@ impl InProcess {
 
 /// `--droplet ID:REGION` flags, then the node id (if numeric) in `--region`; with no
 /// `--droplet` flag, also droplets 1, 2 and 3 in `--region`.
-fn droplets_from_flags(config: &Config, node_id: Option<&str>) -> anyhow::Result<Vec<(u64, String)>> {
+fn droplets_from_flags(
+    config: &Config,
+    node_id: Option<&str>,
+) -> anyhow::Result<Vec<(u64, String)>> {
     let mut droplets: Vec<(u64, String)> = Vec::new();
     for flag in &config.droplets {
         let (id, region) = flag
@@ -125,7 +132,10 @@ fn droplets_from_flags(config: &Config, node_id: Option<&str>) -> anyhow::Result
         }
     }
     let mut implicit: Vec<u64> = Vec::new();
-    if let Some(id) = node_id.and_then(|n| n.parse::<u64>().ok()).filter(|&id| id > 0) {
+    if let Some(id) = node_id
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|&id| id > 0)
+    {
         implicit.push(id);
     }
     if config.droplets.is_empty() {
@@ -168,7 +178,10 @@ impl MemoryCloud {
         };
         let (status, result) = match result {
             Ok(Ok(value)) => ("200".to_string(), Ok(value)),
-            Ok(Err(e)) => (e.status.to_string(), Err(CloudError::from_api(e.status, &e.message))),
+            Ok(Err(e)) => (
+                e.status.to_string(),
+                Err(CloudError::from_api(e.status, &e.message)),
+            ),
             Err(e) => (
                 "error".to_string(),
                 Err(CloudError::Transport {
@@ -275,7 +288,11 @@ impl CloudApi for MemoryCloud {
         Ok(self.cloud.regions())
     }
 
-    async fn create_volume(&self, req: NewVolume, _deadline: Deadline) -> Result<Volume, CloudError> {
+    async fn create_volume(
+        &self,
+        req: NewVolume,
+        _deadline: Deadline,
+    ) -> Result<Volume, CloudError> {
         self.call("create_volume", move |c| c.create_volume(request(req)))
             .await
             .map(volume)
@@ -288,9 +305,11 @@ impl CloudApi for MemoryCloud {
         _deadline: Deadline,
     ) -> Result<Volume, CloudError> {
         let source = source_volume_id.to_string();
-        self.call("clone_volume", move |c| c.clone_volume(&source, request(req)))
-            .await
-            .map(volume)
+        self.call("clone_volume", move |c| {
+            c.clone_volume(&source, request(req))
+        })
+        .await
+        .map(volume)
     }
 
     async fn get_volume(&self, id: &str, _deadline: Deadline) -> Result<Volume, CloudError> {
@@ -300,7 +319,11 @@ impl CloudApi for MemoryCloud {
             .map(volume)
     }
 
-    async fn volumes_named(&self, name: &str, _deadline: Deadline) -> Result<Vec<Volume>, CloudError> {
+    async fn volumes_named(
+        &self,
+        name: &str,
+        _deadline: Deadline,
+    ) -> Result<Vec<Volume>, CloudError> {
         let name = name.to_string();
         self.call("list_volumes", move |c| {
             Self::all_pages(|n| c.list_volumes(Some(&name), None, n, PAGE))
@@ -319,7 +342,8 @@ impl CloudApi for MemoryCloud {
 
     async fn delete_volume(&self, id: &str, _deadline: Deadline) -> Result<(), CloudError> {
         let id = id.to_string();
-        self.call("delete_volume", move |c| c.delete_volume(&id)).await
+        self.call("delete_volume", move |c| c.delete_volume(&id))
+            .await
     }
 
     async fn set_volume_tags(
@@ -334,21 +358,36 @@ impl CloudApi for MemoryCloud {
             .map(volume)
     }
 
-    async fn attach(&self, v: &Volume, droplet_id: u64, _deadline: Deadline) -> Result<Action, CloudError> {
+    async fn attach(
+        &self,
+        v: &Volume,
+        droplet_id: u64,
+        _deadline: Deadline,
+    ) -> Result<Action, CloudError> {
         let id = v.id.clone();
         self.call("volume_action", move |c| c.attach(&id, droplet_id))
             .await
             .map(action)
     }
 
-    async fn detach(&self, v: &Volume, droplet_id: u64, _deadline: Deadline) -> Result<Action, CloudError> {
+    async fn detach(
+        &self,
+        v: &Volume,
+        droplet_id: u64,
+        _deadline: Deadline,
+    ) -> Result<Action, CloudError> {
         let id = v.id.clone();
         self.call("volume_action", move |c| c.detach(&id, droplet_id))
             .await
             .map(action)
     }
 
-    async fn resize(&self, v: &Volume, size_gib: u64, _deadline: Deadline) -> Result<Action, CloudError> {
+    async fn resize(
+        &self,
+        v: &Volume,
+        size_gib: u64,
+        _deadline: Deadline,
+    ) -> Result<Action, CloudError> {
         let id = v.id.clone();
         self.call("volume_action", move |c| c.resize(&id, size_gib))
             .await
@@ -374,11 +413,17 @@ impl CloudApi for MemoryCloud {
         .map(action)
     }
 
-    async fn volume_actions(&self, volume_id: &str, _deadline: Deadline) -> Result<Vec<Action>, CloudError> {
+    async fn volume_actions(
+        &self,
+        volume_id: &str,
+        _deadline: Deadline,
+    ) -> Result<Vec<Action>, CloudError> {
         let volume_id = volume_id.to_string();
-        self.call("list_volume_actions", move |c| c.list_volume_actions(&volume_id))
-            .await
-            .map(|all| all.into_iter().map(action).collect())
+        self.call("list_volume_actions", move |c| {
+            c.list_volume_actions(&volume_id)
+        })
+        .await
+        .map(|all| all.into_iter().map(action).collect())
     }
 
     async fn get_droplet(&self, id: u64, _deadline: Deadline) -> Result<Droplet, CloudError> {
@@ -399,9 +444,11 @@ impl CloudApi for MemoryCloud {
         _deadline: Deadline,
     ) -> Result<Snapshot, CloudError> {
         let (volume_id, name) = (volume_id.to_string(), name.to_string());
-        self.call("create_snapshot", move |c| c.create_snapshot(&volume_id, &name, tags))
-            .await
-            .map(snapshot)
+        self.call("create_snapshot", move |c| {
+            c.create_snapshot(&volume_id, &name, tags)
+        })
+        .await
+        .map(snapshot)
     }
 
     async fn get_snapshot(&self, id: &str, _deadline: Deadline) -> Result<Snapshot, CloudError> {
@@ -426,7 +473,8 @@ impl CloudApi for MemoryCloud {
 
     async fn delete_snapshot(&self, id: &str, _deadline: Deadline) -> Result<(), CloudError> {
         let id = id.to_string();
-        self.call("delete_snapshot", move |c| c.delete_snapshot(&id)).await
+        self.call("delete_snapshot", move |c| c.delete_snapshot(&id))
+            .await
     }
 }
 
@@ -458,7 +506,10 @@ mod tests {
         .unwrap();
         assert_eq!(d, [(7, "ams3".to_string()), (8, "nyc3".to_string())]);
         for bad in ["7", "x:nyc3", "0:nyc3", "7:"] {
-            assert!(droplets_from_flags(&config(&["--droplet", bad]), None).is_err(), "{bad}");
+            assert!(
+                droplets_from_flags(&config(&["--droplet", bad]), None).is_err(),
+                "{bad}"
+            );
         }
         assert!(droplets_from_flags(
             &config(&["--droplet", "7:ams3", "--droplet", "7:nyc3"]),

@@ -312,8 +312,11 @@ pub trait CloudApi: Send + Sync {
     async fn get_volume(&self, id: &str, deadline: Deadline) -> Result<Volume, CloudError>;
 
     /// Volumes with this exact cloud name, in every region.
-    async fn volumes_named(&self, name: &str, deadline: Deadline)
-        -> Result<Vec<Volume>, CloudError>;
+    async fn volumes_named(
+        &self,
+        name: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<Volume>, CloudError>;
 
     /// Every volume.
     async fn list_volumes(&self, deadline: Deadline) -> Result<Vec<Volume>, CloudError>;
@@ -444,7 +447,10 @@ mod tests {
             CloudError::AttachmentNotFound { .. }
         ));
         assert!(matches!(
-            c(422, "cannot attach more volumes to the Droplet: the limit is 7"),
+            c(
+                422,
+                "cannot attach more volumes to the Droplet: the limit is 7"
+            ),
             CloudError::DropletLimit { .. }
         ));
         assert!(matches!(
@@ -464,6 +470,9 @@ mod tests {
             CloudError::Unauthorized { .. }
         ));
         assert!(matches!(c(404, "nope"), CloudError::NotFound { .. }));
-        assert!(matches!(c(503, "down"), CloudError::Api { status: 503, .. }));
+        assert!(matches!(
+            c(503, "down"),
+            CloudError::Api { status: 503, .. }
+        ));
     }
 }

@@ -81,10 +81,18 @@ pub struct VolumeRecord {
     #[serde(rename = "csi-name")]
     pub csi_name: String,
     /// The snapshot it was restored from.
-    #[serde(rename = "source-snapshot", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "source-snapshot",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_snapshot: Option<String>,
     /// The volume it was cloned from.
-    #[serde(rename = "source-volume", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "source-volume",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub source_volume: Option<String>,
     /// `namespace/name` of the PersistentVolumeClaim, when the provisioner says.
     #[serde(default, skip_serializing_if = "Option::is_none")]

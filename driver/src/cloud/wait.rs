@@ -59,7 +59,9 @@ pub async fn wait_for_action(
         if Instant::now() + interval > deadline.instant() {
             // Sleep out what is left, then look one last time.
             tokio::time::sleep_until(deadline.instant()).await;
-            let last = cloud.get_action(&action.volume_id, action.id, deadline).await;
+            let last = cloud
+                .get_action(&action.volume_id, action.id, deadline)
+                .await;
             match last {
                 Ok(a) if a.status != ActionStatus::InProgress => {
                     action = a;

@@ -37,7 +37,8 @@ impl Cursor {
     fn decode(token: &str, kind: &str) -> Result<Cursor, Status> {
         let refused = || {
             Status::aborted(format!(
-                "starting_token {token:?} is not a token this driver issued for listing {kind}"
+                "starting_token {} is not a token this driver issued for listing {kind}",
+                super::params::shown(token)
             ))
         };
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| refused())?;
@@ -146,12 +147,24 @@ mod tests {
     }
 
     fn list(items: &[Item], token: &str, max: i32) -> Result<Page<Item>, Status> {
-        page(items.to_vec(), |(t, id)| (*t, id.as_str()), "volumes", token, max)
+        page(
+            items.to_vec(),
+            |(t, id)| (*t, id.as_str()),
+            "volumes",
+            token,
+            max,
+        )
     }
 
     #[test]
     fn pages_cover_every_item_once_even_when_times_tie() {
-        let items = [item(1, "c"), item(1, "a"), item(2, "b"), item(1, "b"), item(3, "z")];
+        let items = [
+            item(1, "c"),
+            item(1, "a"),
+            item(2, "b"),
+            item(1, "b"),
+            item(3, "z"),
+        ];
         let mut seen = Vec::new();
         let mut token = String::new();
         loop {
@@ -180,11 +193,24 @@ mod tests {
     #[test]
     fn foreign_tokens_are_aborted_and_negative_limits_invalid() {
         for bad in ["abcdefg", "invalid-token", "e30", "!!"] {
-            assert_eq!(list(&[], bad, 0).unwrap_err().code(), tonic::Code::Aborted, "{bad}");
+            assert_eq!(
+                list(&[], bad, 0).unwrap_err().code(),
+                tonic::Code::Aborted,
+                "{bad}"
+            );
         }
         let p = list(&[item(1, "a"), item(2, "b")], "", 1).unwrap();
-        let wrong_kind = page(Vec::<Item>::new(), |(t, id)| (*t, id.as_str()), "snapshots", &p.next_token, 0);
+        let wrong_kind = page(
+            Vec::<Item>::new(),
+            |(t, id)| (*t, id.as_str()),
+            "snapshots",
+            &p.next_token,
+            0,
+        );
         assert_eq!(wrong_kind.unwrap_err().code(), tonic::Code::Aborted);
-        assert_eq!(list(&[], "", -1).unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            list(&[], "", -1).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
     }
 }

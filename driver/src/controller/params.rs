@@ -43,6 +43,18 @@ pub const PARAM_TAGS: &str = "tags";
 /// Filesystems NodeStage can make.
 pub const SUPPORTED_FS_TYPES: [&str; 2] = ["ext4", "xfs"];
 
+/// Longest piece of a request echoed in an error message.
+const MAX_ECHO_CHARS: usize = 64;
+
+/// A request value quoted for an error message, cut short if long: a status message
+/// travels in an HTTP/2 header, and input may be megabytes long.
+pub fn shown(value: &str) -> String {
+    match value.char_indices().nth(MAX_ECHO_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 /// A string field that must be present, within the size limit.
 #[allow(clippy::result_large_err)]
 pub fn require(value: &str, field: &str) -> Result<(), Status> {
@@ -107,8 +119,8 @@ pub fn capability_support(cap: &VolumeCapability) -> Result<(), String> {
                 Ok(())
             } else {
                 Err(format!(
-                    "fs_type {:?} is not supported; use one of {}",
-                    m.fs_type,
+                    "fs_type {} is not supported; use one of {}",
+                    shown(&m.fs_type),
                     SUPPORTED_FS_TYPES.join(", ")
                 ))
             }
@@ -156,7 +168,10 @@ pub struct CreateParams {
 }
 
 fn unknown_key(key: &str, field: &str, accepted: &str) -> String {
-    format!("{field}: unknown key {key:?}; accepted keys are {accepted}")
+    format!(
+        "{field}: unknown key {}; accepted keys are {accepted}",
+        shown(key)
+    )
 }
 
 /// CreateVolume's `parameters`; the error names the offending key.
@@ -167,7 +182,8 @@ pub fn parse_create_params(map: &HashMap<String, String>) -> Result<CreateParams
             PARAM_FSTYPE => {
                 if !SUPPORTED_FS_TYPES.contains(&value.as_str()) {
                     return Err(format!(
-                        "parameters: {PARAM_FSTYPE} {value:?} is not supported; use one of {}",
+                        "parameters: {PARAM_FSTYPE} {} is not supported; use one of {}",
+                        shown(value),
                         SUPPORTED_FS_TYPES.join(", ")
                     ));
                 }
@@ -180,7 +196,8 @@ pub fn parse_create_params(map: &HashMap<String, String>) -> Result<CreateParams
                         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
                 {
                     return Err(format!(
-                        "parameters: region {value:?} is not a region slug (e.g. nyc3)"
+                        "parameters: region {} is not a region slug (e.g. nyc3)",
+                        shown(value)
                     ));
                 }
                 params.region = Some(value.clone());
@@ -261,8 +278,9 @@ pub fn parse_tags(value: &str, field: &str) -> Result<Vec<String>, String> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_'));
         if !valid {
             return Err(format!(
-                "{field}: tag {tag:?} is invalid; tags hold letters, digits, ':', '-' and '_', \
-                 at most 255 characters"
+                "{field}: tag {} is invalid; tags hold letters, digits, ':', '-' and '_', \
+                 at most 255 characters",
+                shown(tag)
             ));
         }
         if !tags.iter().any(|t| t == tag) {
@@ -322,7 +340,12 @@ pub fn size_for_range(range: Option<&CapacityRange>) -> Result<u64, Status> {
 
 /// Grow `gib` to at least `min_gib` (a source's size), within the range's limit.
 #[allow(clippy::result_large_err)]
-pub fn fit_to_source(range: Option<&CapacityRange>, gib: u64, min_gib: u64, source: &str) -> Result<u64, Status> {
+pub fn fit_to_source(
+    range: Option<&CapacityRange>,
+    gib: u64,
+    min_gib: u64,
+    source: &str,
+) -> Result<u64, Status> {
     if gib >= min_gib {
         return Ok(gib);
     }
@@ -467,6 +490,15 @@ mod tests {
     }
 
     #[test]
+    fn echoed_input_is_cut_short() {
+        assert_eq!(shown("abc"), "\"abc\"");
+        let long = "é".repeat(10_000);
+        let text = shown(&long);
+        assert!(text.len() < 200, "{text}");
+        assert!(text.ends_with("(20000 bytes)"), "{text}");
+    }
+
+    #[test]
     fn single_node_modes_and_both_access_types_are_supported() {
         for mode in [
             Mode::SingleNodeWriter,
@@ -490,7 +522,9 @@ mod tests {
             access_type: None,
             ..cap(Mode::SingleNodeWriter, None)
         };
-        assert!(capability_support(&no_type).unwrap_err().contains("access_type"));
+        assert!(capability_support(&no_type)
+            .unwrap_err()
+            .contains("access_type"));
     }
 
     fn range(required: i64, limit: i64) -> Option<CapacityRange> {
@@ -542,7 +576,9 @@ mod tests {
         assert!(parse_create_params(&map(&[(PARAM_TAGS, "bad tag")])).is_err());
         assert!(parse_mutable_params(&map(&[("region", "x")])).is_err());
         assert_eq!(
-            parse_mutable_params(&map(&[(PARAM_TAGS, "")])).unwrap().tags,
+            parse_mutable_params(&map(&[(PARAM_TAGS, "")]))
+                .unwrap()
+                .tags,
             Some(vec![])
         );
     }
@@ -557,7 +593,10 @@ mod tests {
     #[test]
     fn placement_honours_preferred_then_requisite_and_fails_when_unmet() {
         let available: Vec<String> = ["nyc3", "sfo3"].map(String::from).to_vec();
-        fn place<'a>(req: Option<&'a TopologyRequirement>, param: Option<&'a str>) -> Placement<'a> {
+        fn place<'a>(
+            req: Option<&'a TopologyRequirement>,
+            param: Option<&'a str>,
+        ) -> Placement<'a> {
             Placement {
                 requirement: req,
                 parameter: param,
@@ -574,11 +613,15 @@ mod tests {
         let err = place(Some(&r), None).choose(&available).unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         let r = requirement(&["nyc3"], &[]);
-        let err = place(Some(&r), Some("sfo3")).choose(&available).unwrap_err();
+        let err = place(Some(&r), Some("sfo3"))
+            .choose(&available)
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         let foreign = TopologyRequirement {
             requisite: vec![Topology {
-                segments: [("zone".to_string(), "a".to_string())].into_iter().collect(),
+                segments: [("zone".to_string(), "a".to_string())]
+                    .into_iter()
+                    .collect(),
             }],
             preferred: vec![],
         };

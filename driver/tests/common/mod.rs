@@ -163,7 +163,10 @@ impl TestEnv {
         let driver = csi_driver::start(config).await.expect("driver starts");
         let cloud = match http_cloud {
             Some(cloud) => cloud,
-            None => driver.driver.fake_cloud().expect("memory backend has a fake cloud"),
+            None => driver
+                .driver
+                .fake_cloud()
+                .expect("memory backend has a fake cloud"),
         };
         let channel = Endpoint::from_shared(driver.endpoint.clone())
             .expect("endpoint")
@@ -223,7 +226,11 @@ impl TestEnv {
     }
 
     /// The cloud's actions on a volume of one kind.
-    pub fn actions(&self, volume_id: &str, kind: fake_cloud::ActionKind) -> Vec<fake_cloud::Action> {
+    pub fn actions(
+        &self,
+        volume_id: &str,
+        kind: fake_cloud::ActionKind,
+    ) -> Vec<fake_cloud::Action> {
         self.cloud
             .list_volume_actions(volume_id)
             .expect("volume exists")
@@ -257,8 +264,8 @@ async fn serve_recorded(
     cloud: fake_cloud::Cloud,
     exchanges: Arc<Mutex<Vec<Exchange>>>,
 ) -> (String, tokio::task::JoinHandle<()>) {
-    let router = fake_cloud::server::router(cloud, TOKEN.to_string()).layer(
-        axum::middleware::from_fn(
+    let router =
+        fake_cloud::server::router(cloud, TOKEN.to_string()).layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 let exchanges = exchanges.clone();
                 async move {
@@ -273,8 +280,7 @@ async fn serve_recorded(
                     response
                 }
             },
-        ),
-    );
+        ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");

@@ -169,7 +169,10 @@ impl HttpCloud {
                 .request(method.clone(), url.clone())
                 .bearer_auth(self.token.expose())
                 .header(ACCEPT, "application/json")
-                .header(USER_AGENT, concat!("csi-driver/", env!("CARGO_PKG_VERSION")))
+                .header(
+                    USER_AGENT,
+                    concat!("csi-driver/", env!("CARGO_PKG_VERSION")),
+                )
                 .timeout(remaining.min(self.timeout));
             if let Some(body) = body {
                 request = request.json(body);
@@ -217,7 +220,11 @@ impl HttpCloud {
                         retry_after: Some(wait),
                     });
                 }
-                tracing::debug!(call, wait_ms = wait.as_millis() as u64, "cloud API rate limited; waiting");
+                tracing::debug!(
+                    call,
+                    wait_ms = wait.as_millis() as u64,
+                    "cloud API rate limited; waiting"
+                );
                 self.pacer.hold_for(wait);
                 continue;
             }
@@ -236,7 +243,12 @@ impl HttpCloud {
 
     /// Sleep before retry number `failures`, or give up with `err` when out of attempts or
     /// the sleep would pass the deadline.
-    async fn back_off(&self, failures: u32, err: CloudError, deadline: Deadline) -> Result<(), CloudError> {
+    async fn back_off(
+        &self,
+        failures: u32,
+        err: CloudError,
+        deadline: Deadline,
+    ) -> Result<(), CloudError> {
         if failures >= MAX_ATTEMPTS || matches!(err, CloudError::Timeout { .. }) {
             return Err(err);
         }
@@ -266,15 +278,32 @@ impl HttpCloud {
         body: serde_json::Value,
         deadline: Deadline,
     ) -> Result<T, CloudError> {
-        self.send(call, Method::POST, self.url(segments, &[]), Some(&body), deadline)
-            .await?
-            .parse()
+        self.send(
+            call,
+            Method::POST,
+            self.url(segments, &[]),
+            Some(&body),
+            deadline,
+        )
+        .await?
+        .parse()
     }
 
-    async fn delete(&self, call: &'static str, segments: &[&str], deadline: Deadline) -> Result<(), CloudError> {
-        self.send(call, Method::DELETE, self.url(segments, &[]), None, deadline)
-            .await
-            .map(|_| ())
+    async fn delete(
+        &self,
+        call: &'static str,
+        segments: &[&str],
+        deadline: Deadline,
+    ) -> Result<(), CloudError> {
+        self.send(
+            call,
+            Method::DELETE,
+            self.url(segments, &[]),
+            None,
+            deadline,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Every page of a list whose items are under `key`.
@@ -316,7 +345,12 @@ impl HttpCloud {
         deadline: Deadline,
     ) -> Result<Action, CloudError> {
         let answer: ActionBody = self
-            .post("volume_action", &["v2", "volumes", volume_id, "actions"], body, deadline)
+            .post(
+                "volume_action",
+                &["v2", "volumes", volume_id, "actions"],
+                body,
+                deadline,
+            )
             .await?;
         Ok(answer.action.into_action(volume_id))
     }
@@ -398,7 +432,11 @@ impl CloudApi for HttpCloud {
             .collect())
     }
 
-    async fn create_volume(&self, req: NewVolume, deadline: Deadline) -> Result<Volume, CloudError> {
+    async fn create_volume(
+        &self,
+        req: NewVolume,
+        deadline: Deadline,
+    ) -> Result<Volume, CloudError> {
         let mut body = json!({
             "size_gigabytes": req.size_gib,
             "name": req.name,
@@ -460,13 +498,25 @@ impl CloudApi for HttpCloud {
     }
 
     async fn get_volume(&self, id: &str, deadline: Deadline) -> Result<Volume, CloudError> {
-        let answer: VolumeBody = self.get("get_volume", &["v2", "volumes", id], deadline).await?;
+        let answer: VolumeBody = self
+            .get("get_volume", &["v2", "volumes", id], deadline)
+            .await?;
         Ok(answer.volume.into())
     }
 
-    async fn volumes_named(&self, name: &str, deadline: Deadline) -> Result<Vec<Volume>, CloudError> {
+    async fn volumes_named(
+        &self,
+        name: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<Volume>, CloudError> {
         let all: Vec<VolumeWire> = self
-            .list_all("list_volumes", &["v2", "volumes"], &[("name", name)], "volumes", deadline)
+            .list_all(
+                "list_volumes",
+                &["v2", "volumes"],
+                &[("name", name)],
+                "volumes",
+                deadline,
+            )
             .await?;
         Ok(all.into_iter().map(Volume::from).collect())
     }
@@ -479,7 +529,8 @@ impl CloudApi for HttpCloud {
     }
 
     async fn delete_volume(&self, id: &str, deadline: Deadline) -> Result<(), CloudError> {
-        self.delete("delete_volume", &["v2", "volumes", id], deadline).await
+        self.delete("delete_volume", &["v2", "volumes", id], deadline)
+            .await
     }
 
     async fn set_volume_tags(
@@ -490,27 +541,48 @@ impl CloudApi for HttpCloud {
     ) -> Result<Volume, CloudError> {
         let body = json!({ "tags": tags });
         let answer: VolumeBody = self
-            .send("update_volume", Method::PATCH, self.url(&["v2", "volumes", id], &[]), Some(&body), deadline)
+            .send(
+                "update_volume",
+                Method::PATCH,
+                self.url(&["v2", "volumes", id], &[]),
+                Some(&body),
+                deadline,
+            )
             .await?
             .parse()?;
         Ok(answer.volume.into())
     }
 
-    async fn attach(&self, volume: &Volume, droplet_id: u64, deadline: Deadline) -> Result<Action, CloudError> {
+    async fn attach(
+        &self,
+        volume: &Volume,
+        droplet_id: u64,
+        deadline: Deadline,
+    ) -> Result<Action, CloudError> {
         let body = json!({ "type": "attach", "droplet_id": droplet_id, "region": volume.region });
         let mut action = self.volume_action(&volume.id, body, deadline).await?;
         action.droplet_id = Some(droplet_id);
         Ok(action)
     }
 
-    async fn detach(&self, volume: &Volume, droplet_id: u64, deadline: Deadline) -> Result<Action, CloudError> {
+    async fn detach(
+        &self,
+        volume: &Volume,
+        droplet_id: u64,
+        deadline: Deadline,
+    ) -> Result<Action, CloudError> {
         let body = json!({ "type": "detach", "droplet_id": droplet_id, "region": volume.region });
         let mut action = self.volume_action(&volume.id, body, deadline).await?;
         action.droplet_id = Some(droplet_id);
         Ok(action)
     }
 
-    async fn resize(&self, volume: &Volume, size_gib: u64, deadline: Deadline) -> Result<Action, CloudError> {
+    async fn resize(
+        &self,
+        volume: &Volume,
+        size_gib: u64,
+        deadline: Deadline,
+    ) -> Result<Action, CloudError> {
         let body = json!({ "type": "resize", "size_gigabytes": size_gib, "region": volume.region });
         self.volume_action(&volume.id, body, deadline).await
     }
@@ -523,12 +595,20 @@ impl CloudApi for HttpCloud {
     ) -> Result<Action, CloudError> {
         let id = action_id.to_string();
         let answer: ActionBody = self
-            .get("get_action", &["v2", "volumes", volume_id, "actions", &id], deadline)
+            .get(
+                "get_action",
+                &["v2", "volumes", volume_id, "actions", &id],
+                deadline,
+            )
             .await?;
         Ok(answer.action.into_action(volume_id))
     }
 
-    async fn volume_actions(&self, volume_id: &str, deadline: Deadline) -> Result<Vec<Action>, CloudError> {
+    async fn volume_actions(
+        &self,
+        volume_id: &str,
+        deadline: Deadline,
+    ) -> Result<Vec<Action>, CloudError> {
         let all: Vec<ActionWire> = self
             .list_all(
                 "list_volume_actions",
@@ -543,7 +623,9 @@ impl CloudApi for HttpCloud {
 
     async fn get_droplet(&self, id: u64, deadline: Deadline) -> Result<Droplet, CloudError> {
         let id = id.to_string();
-        let answer: DropletBody = self.get("get_droplet", &["v2", "droplets", &id], deadline).await?;
+        let answer: DropletBody = self
+            .get("get_droplet", &["v2", "droplets", &id], deadline)
+            .await?;
         Ok(answer.droplet.into())
     }
 
@@ -559,13 +641,20 @@ impl CloudApi for HttpCloud {
             body["tags"] = tags_json(&tags);
         }
         let answer: SnapshotBody = self
-            .post("create_snapshot", &["v2", "volumes", volume_id, "snapshots"], body, deadline)
+            .post(
+                "create_snapshot",
+                &["v2", "volumes", volume_id, "snapshots"],
+                body,
+                deadline,
+            )
             .await?;
         Ok(answer.snapshot.into())
     }
 
     async fn get_snapshot(&self, id: &str, deadline: Deadline) -> Result<Snapshot, CloudError> {
-        let answer: SnapshotBody = self.get("get_snapshot", &["v2", "snapshots", id], deadline).await?;
+        let answer: SnapshotBody = self
+            .get("get_snapshot", &["v2", "snapshots", id], deadline)
+            .await?;
         Ok(answer.snapshot.into())
     }
 
@@ -576,8 +665,14 @@ impl CloudApi for HttpCloud {
     ) -> Result<Vec<Snapshot>, CloudError> {
         let all: Vec<SnapshotWire> = match volume_id {
             Some(v) => {
-                self.list_all("list_snapshots", &["v2", "volumes", v, "snapshots"], &[], "snapshots", deadline)
-                    .await?
+                self.list_all(
+                    "list_snapshots",
+                    &["v2", "volumes", v, "snapshots"],
+                    &[],
+                    "snapshots",
+                    deadline,
+                )
+                .await?
             }
             None => {
                 self.list_all(
@@ -594,7 +689,8 @@ impl CloudApi for HttpCloud {
     }
 
     async fn delete_snapshot(&self, id: &str, deadline: Deadline) -> Result<(), CloudError> {
-        self.delete("delete_snapshot", &["v2", "snapshots", id], deadline).await
+        self.delete("delete_snapshot", &["v2", "snapshots", id], deadline)
+            .await
     }
 
     fn poll_policy(&self) -> PollPolicy {
@@ -626,9 +722,16 @@ mod tests {
 
     #[test]
     fn path_segments_from_requests_are_escaped() {
-        let cloud =
-            HttpCloud::new("http://h:1/prefix/", Token("t".into()), Duration::from_secs(1)).unwrap();
-        let url = cloud.url(&["v2", "volumes", "../droplets/1?x=y"], &[("name", "a b&c")]);
+        let cloud = HttpCloud::new(
+            "http://h:1/prefix/",
+            Token("t".into()),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let url = cloud.url(
+            &["v2", "volumes", "../droplets/1?x=y"],
+            &[("name", "a b&c")],
+        );
         assert_eq!(
             url.as_str(),
             "http://h:1/prefix/v2/volumes/..%2Fdroplets%2F1%3Fx=y?name=a+b%26c"
@@ -639,7 +742,9 @@ mod tests {
     fn backoff_grows_with_jitter_and_is_capped() {
         for attempt in 1..8 {
             let d = backoff_delay(attempt);
-            let full = BASE_BACKOFF.saturating_mul(1 << (attempt - 1)).min(MAX_BACKOFF);
+            let full = BASE_BACKOFF
+                .saturating_mul(1 << (attempt - 1))
+                .min(MAX_BACKOFF);
             assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
         }
         assert!(backoff_delay(30) <= MAX_BACKOFF);
@@ -648,9 +753,15 @@ mod tests {
     #[test]
     fn error_bodies_give_their_message() {
         assert_eq!(
-            error_message(StatusCode::UNPROCESSABLE_ENTITY, br#"{"id":"x","message":"Attachment not found"}"#),
+            error_message(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                br#"{"id":"x","message":"Attachment not found"}"#
+            ),
             "Attachment not found"
         );
-        assert_eq!(error_message(StatusCode::BAD_GATEWAY, b"<html>"), "Bad Gateway");
+        assert_eq!(
+            error_message(StatusCode::BAD_GATEWAY, b"<html>"),
+            "Bad Gateway"
+        );
     }
 }

@@ -132,7 +132,10 @@ impl Pacer {
             turn
         };
         if turn > now {
-            tracing::debug!(wait_ms = (turn - now).as_millis() as u64, "pacing cloud API requests");
+            tracing::debug!(
+                wait_ms = (turn - now).as_millis() as u64,
+                "pacing cloud API requests"
+            );
             tokio::time::sleep_until(turn).await;
         }
         Ok(())
@@ -171,7 +174,10 @@ mod tests {
             reset: Some(1_060),
         };
         assert_eq!(b.spacing(Duration::from_secs(1_000)), Duration::ZERO);
-        assert_eq!(Budget::default().spacing(Duration::from_secs(1_000)), Duration::ZERO);
+        assert_eq!(
+            Budget::default().spacing(Duration::from_secs(1_000)),
+            Duration::ZERO
+        );
     }
 
     #[test]
@@ -182,12 +188,18 @@ mod tests {
             reset: Some(1_060),
         };
         // 60 s left, 9 requests left: one every 6 s.
-        assert_eq!(b.spacing(Duration::from_secs(1_000)), Duration::from_secs(6));
+        assert_eq!(
+            b.spacing(Duration::from_secs(1_000)),
+            Duration::from_secs(6)
+        );
         let empty = Budget {
             remaining: Some(0),
             ..b
         };
-        assert_eq!(empty.spacing(Duration::from_secs(1_000)), Duration::from_secs(60));
+        assert_eq!(
+            empty.spacing(Duration::from_secs(1_000)),
+            Duration::from_secs(60)
+        );
         // A reset in the past: no reason to wait.
         assert_eq!(b.spacing(Duration::from_secs(2_000)), Duration::ZERO);
     }
