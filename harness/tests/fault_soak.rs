@@ -59,12 +59,9 @@ impl World {
             .unwrap();
         let cloud = Cloud::open(CloudConfig {
             droplets: vec![(1, "nyc3".into()), (2, "nyc3".into()), (3, "nyc3".into())],
-            latency: LatencyConfig {
-                attach: Duration::from_millis(40),
-                detach: Duration::from_millis(40),
-                resize: Duration::from_millis(40),
-                jitter: Duration::from_millis(40),
-            },
+            // Actions complete at the next read: the soak is about faults, and a slow
+            // attach would turn parallel specs into "pending event" collisions instead.
+            latency: LatencyConfig::default(),
             faults: faults(seed),
             data_dir: Some(cloud_dir.clone()),
             ..CloudConfig::default()
