@@ -174,6 +174,21 @@ pub struct Config {
     pub log_level: String,
 }
 
+
+/// Topology segment key for the region a volume or node is in.
+pub const TOPOLOGY_REGION_KEY: &str = "region";
+
+/// publish_context key: the cloud's name of the volume (the device link is derived from it).
+pub const PUBLISH_CONTEXT_VOLUME_NAME: &str = "volume-name";
+
+/// publish_context key: the stable device link the node waits for, relative to `--device-dir`.
+pub const PUBLISH_CONTEXT_DEVICE_LINK: &str = "device-link";
+
+/// The stable link name a DigitalOcean droplet shows for an attached volume.
+pub fn device_link_name(volume_name: &str) -> String {
+    format!("scsi-0DO_Volume_{volume_name}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,18 +203,4 @@ mod tests {
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("5y").is_err());
     }
-}
-
-/// Topology segment key for the region a volume or node is in.
-pub const TOPOLOGY_REGION_KEY: &str = "region";
-
-/// publish_context key: the cloud's name of the volume (the device link is derived from it).
-pub const PUBLISH_CONTEXT_VOLUME_NAME: &str = "volume-name";
-
-/// publish_context key: the stable device link the node waits for, relative to `--device-dir`.
-pub const PUBLISH_CONTEXT_DEVICE_LINK: &str = "device-link";
-
-/// The stable link name a DigitalOcean droplet shows for an attached volume.
-pub fn device_link_name(volume_name: &str) -> String {
-    format!("scsi-0DO_Volume_{volume_name}")
 }

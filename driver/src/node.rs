@@ -28,18 +28,33 @@
 //! online, right after mounting.) Success is reported only once the filesystem's own
 //! size covers the device and statvfs shows the growth.
 //!
-//! **Raw block volumes.** Staging one formats and mounts nothing (and records nothing);
-//! publishing bind-mounts the device node onto a target file the node creates. A stage as
-//! raw block at a path that holds a filesystem staging, or a filesystem stage of a volume
-//! published as raw block, is ALREADY_EXISTS. (A raw-block stage that is not published
-//! yet leaves no trace, so a filesystem stage at the same path cannot be told from a
-//! first stage.)
+//! **Raw block volumes.** Staging one formats and mounts nothing from the device; it
+//! bind-mounts the device node onto `<staging_target_path>/block-device`, a file the node
+//! creates (never through a symlink) and removes again on unstage. That bind is the
+//! record, in mountinfo like everything else, that the volume is staged there as a raw
+//! block device: a filesystem stage at a path holding it, or a raw block stage at a path
+//! holding a filesystem, is ALREADY_EXISTS, and publish checks it the way a filesystem
+//! publish checks the staging mount. Publishing bind-mounts the device node onto a target
+//! file the node creates.
 //!
 //! **Loop devices** (loop mode) are found by the image's device and inode, or by the
 //! kernel's record of its path once the image is deleted, so an unstage after DeleteVolume
-//! still detaches them. Once a filesystem is mounted from one, it is set to autoclear: if
-//! the mount disappears without NodeUnstageVolume (a test's mount namespace ending), the
-//! kernel detaches the device instead of leaving it attached.
+//! still detaches them. They are attached with the kernel's autoclear on and held open
+//! by the stage until it is done, so a stage that fails, or a driver that dies, before
+//! anything holds the device leaves none behind. A filesystem's mount then holds it, and
+//! when that mount disappears without NodeUnstageVolume (a test's mount namespace
+//! ending), the kernel detaches the device by itself. A raw block device has no such
+//! holder (a bind of its node does not open it), and autoclear would detach it under a
+//! published target at the first close, whose number another volume could then take; so
+//! a block stage turns autoclear off once its record is in place, and only
+//! NodeUnstageVolume detaches it. Detaching goes through an open handle of the device,
+//! never its name, so it cannot hit another volume's device that took the number over.
+//!
+//! **Stopping.** When a process that runs its own in-process cloud stops serving Node
+//! (the harness's bundled driver at the end of a run), it detaches the loop devices of
+//! that cloud's images, deleted or not, that nothing mounts: what a CO that skipped
+//! NodeUnstageVolume left. A node-only process never does: the images belong to a cloud
+//! elsewhere, and other nodes' mounts are in mount namespaces it cannot see.
 //!
 //! **Paths.** Request paths are checked by [`crate::mount::paths`]: nothing outside the
 //! staging or target path is created, mounted or removed, and a target whose final
@@ -66,21 +81,100 @@ use crate::config::{
     TOPOLOGY_REGION_KEY,
 };
 use crate::locks::OperationGuard;
-use crate::mount::device::{self, BlockDevice};
+use crate::mount::device::{self, BlockDevice, LoopHandle};
 use crate::mount::fs::{self, FsType, Probe};
 use crate::mount::mountinfo::{DeviceId, FileOnFs, MountEntry, MountTable};
 use crate::mount::paths::{self, Kind, Pinned};
 use crate::mount::vfs::{self, MountOptions};
 use crate::mount::MountError;
 use crate::Driver;
+use nix::mount::MsFlags;
 
 /// How long NodeStageVolume waits for a device when the request carries no deadline.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The file in a staging directory that a raw block staging bind-mounts the device
+/// node onto: the record that the volume is staged there as a raw block device.
+pub const BLOCK_RECORD: &str = "block-device";
 
 /// Serves Node on this machine.
 #[derive(Clone)]
 pub struct NodeService {
     driver: Arc<Driver>,
+    /// Shared by every clone, so it runs when the last one goes: once the server has
+    /// stopped and no node operation is still running.
+    _janitor: Arc<LoopJanitor>,
+}
+
+/// Detaches, when the Node service goes away, the loop devices of this process's own
+/// in-process cloud's images that nothing mounts (see the module docs, "Stopping").
+struct LoopJanitor {
+    /// `<data-dir>/volumes`, canonical; `None` when this process owns no cloud images.
+    volumes: Option<PathBuf>,
+    device_dir: PathBuf,
+}
+
+impl LoopJanitor {
+    fn for_driver(driver: &Driver) -> LoopJanitor {
+        let owned = driver.config.device_source == DeviceSource::Loop && driver.serves_node();
+        let volumes = driver
+            .cloud_data_dir()
+            .filter(|_| owned)
+            .and_then(|dir| std::fs::canonicalize(dir).ok())
+            .map(|dir| dir.join("volumes"));
+        LoopJanitor {
+            volumes,
+            device_dir: driver.config.device_dir.clone(),
+        }
+    }
+}
+
+impl Drop for LoopJanitor {
+    fn drop(&mut self) {
+        if let Some(volumes) = &self.volumes {
+            release_idle_loops(volumes, &self.device_dir);
+        }
+    }
+}
+
+/// Detach the loop devices backed by images under `volumes` that no mount uses.
+fn release_idle_loops(volumes: &Path, device_dir: &Path) {
+    let found = match device::loops_backed_under(volumes) {
+        Ok(found) if found.is_empty() => return,
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "not releasing loop devices: cannot list them");
+            return;
+        }
+    };
+    let table = match MountTable::read() {
+        Ok(table) => table,
+        Err(e) => {
+            tracing::warn!(error = %e, "not releasing loop devices: cannot read the mount table");
+            return;
+        }
+    };
+    for (handle, backing) in found {
+        let device = handle.device().clone();
+        let users = mounts_using(&table, &device);
+        if !users.is_empty() {
+            tracing::info!(device = %device.path.display(), backing, ?users, "loop device still in use; left attached");
+            continue;
+        }
+        if let Err(e) =
+            device::remove_links_to(device_dir, &config::device_link_name(""), device.id)
+        {
+            tracing::warn!(device = %device.path.display(), error = %e, "could not remove device links");
+        }
+        match handle.detach() {
+            Ok(()) => {
+                tracing::info!(device = %device.path.display(), backing, "detached an unused loop device as the node service stopped")
+            }
+            Err(e) => {
+                tracing::warn!(device = %device.path.display(), backing, error = %e, "could not detach an unused loop device")
+            }
+        }
+    }
 }
 
 /// What a volume capability asks of the node.
@@ -269,7 +363,11 @@ fn device_node_on_fs(table: &MountTable, device: &BlockDevice) -> Option<FileOnF
 
 impl NodeService {
     pub fn new(driver: Arc<Driver>) -> Self {
-        Self { driver }
+        let janitor = Arc::new(LoopJanitor::for_driver(&driver));
+        Self {
+            driver,
+            _janitor: janitor,
+        }
     }
 
     /// The fake cloud's data directory, where loop mode finds volume images: the
@@ -347,48 +445,51 @@ impl NodeService {
     }
 
     /// Make the volume's device appear (loop mode: attach and link it) and wait for it.
-    /// Returns the device and, when this call attached it, the loop device to undo.
+    /// Returns the device and, when this call attached it, the handle that holds it (see
+    /// [`device::attach_loop`]): the caller keeps it until the device has another holder,
+    /// or gives it to [`Self::undo_attach`].
     async fn obtain_device(
         &self,
         volume_id: &str,
         context: &HashMap<String, String>,
         deadline: Instant,
-    ) -> Result<(BlockDevice, Option<BlockDevice>), MountError> {
+    ) -> Result<(BlockDevice, Option<LoopHandle>), MountError> {
         let link = self.device_link(volume_id, context)?;
         let mut attached_here = None;
         if self.loop_mode() {
             self.check_volume_exists(volume_id)?;
-            let (loop_device, attached) = device::attach_loop(&self.image_path(volume_id)?).await?;
-            if attached {
+            let (loop_device, handle) = device::attach_loop(&self.image_path(volume_id)?)?;
+            if handle.is_some() {
                 tracing::info!(volume_id, device = %loop_device.path.display(), "attached volume image as a loop device");
-                attached_here = Some(loop_device.clone());
+                attached_here = handle;
             }
             if let Err(e) = device::link_to(&link, &loop_device) {
-                self.undo_attach(attached_here).await;
+                self.undo_attach(attached_here);
                 return Err(e);
             }
         }
         match device::wait_for(&link, deadline).await {
             Ok(device) => Ok((device, attached_here)),
             Err(e) => {
-                self.undo_attach(attached_here).await;
+                self.undo_attach(attached_here);
                 Err(e)
             }
         }
     }
 
     /// Remove the links to a loop device this call attached, and detach it.
-    async fn undo_attach(&self, attached: Option<BlockDevice>) {
-        let Some(loop_device) = attached else {
+    fn undo_attach(&self, attached: Option<LoopHandle>) {
+        let Some(handle) = attached else {
             return;
         };
+        let device = handle.device().clone();
         let _ = device::remove_links_to(
             &self.driver.config.device_dir,
             &config::device_link_name(""),
-            loop_device.id,
+            device.id,
         );
-        if let Err(e) = device::detach_loop(&loop_device).await {
-            tracing::warn!(device = %loop_device.path.display(), error = %e, "could not detach a loop device after a failed stage");
+        if let Err(e) = handle.detach() {
+            tracing::warn!(device = %device.path.display(), error = %e, "could not detach a loop device after a failed stage");
         }
     }
 
@@ -404,40 +505,125 @@ impl NodeService {
     ) -> Result<(), MountError> {
         let (device, attached_here) = self.obtain_device(&volume_id, &context, deadline).await?;
         let result = match &capability.access {
-            // A raw block volume is published straight from its device: nothing to stage,
-            // as long as the staging path does not say otherwise.
-            Access::Block => self.check_block_staging(&device, &staging),
+            Access::Block => {
+                self.stage_block(&volume_id, &device, &staging, attached_here.as_ref())
+            }
             Access::Mount { fs, options } => {
                 let options = options.clone().with_read_only(capability.reader_only());
                 self.stage_filesystem(&volume_id, &device, &staging, *fs, &options)
                     .await
             }
         };
-        if result.is_err() {
-            self.undo_attach(attached_here).await;
+        match result {
+            // The device has its holder now (the filesystem's mount), or, staged as a
+            // raw block device, no longer detaches by itself: the handle may go.
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.undo_attach(attached_here);
+                Err(e)
+            }
         }
-        result
     }
 
-    /// Staging as a raw block device mounts nothing, so it only has to make sure the
-    /// staging path is not in use as a filesystem staging (spec: ALREADY_EXISTS).
-    fn check_block_staging(&self, device: &BlockDevice, staging: &Path) -> Result<(), MountError> {
-        let Some(staging) = paths::resolve("staging_target_path", staging)? else {
-            return Ok(());
+    /// Stage a raw block volume: bind-mount its device node onto the staging record,
+    /// `<staging>/block-device` (see the module docs). Nothing is formatted or mounted
+    /// from the device itself.
+    fn stage_block(
+        &self,
+        volume_id: &str,
+        device: &BlockDevice,
+        staging: &Path,
+        attached_here: Option<&LoopHandle>,
+    ) -> Result<(), MountError> {
+        const FIELD: &str = "staging_target_path";
+        let staging = staging_directory(staging)?;
+        let requested = || {
+            format!(
+                "{} ({}) staged as a raw block device",
+                device.path.display(),
+                device.id
+            )
         };
         let table = MountTable::read()?;
-        match table.at(&staging) {
-            Some(existing) => Err(MountError::Conflict {
+        if let Some(existing) = table.at(&staging) {
+            return Err(MountError::Conflict {
                 path: staging,
                 existing: describe(existing),
-                requested: format!(
-                    "{} ({}) staged as a raw block device, with nothing mounted",
-                    device.path.display(),
-                    device.id
-                ),
-            }),
-            None => Ok(()),
+                requested: requested(),
+            });
         }
+        let record = staging.join(BLOCK_RECORD);
+        match block_record_at(&table, &staging)? {
+            None => {}
+            Some(found) if found.device == Some(device.id) => {
+                // Staged already: make sure it stays attached (a retry after a stage that
+                // bound the record but died before turning autoclear off).
+                return self.keep_attached(device, attached_here);
+            }
+            Some(found) if self.is_stale(&found) => {
+                // Its loop device was detached behind our back: the record names nothing.
+                vfs::unmount_all(&found.path)?;
+            }
+            Some(found) => {
+                return Err(MountError::Conflict {
+                    path: found.path.clone(),
+                    existing: found.describe(),
+                    requested: requested(),
+                })
+            }
+        }
+        let mounted: Vec<PathBuf> = table
+            .of_device(device.id)
+            .map(|e| e.mount_point.clone())
+            .collect();
+        if !mounted.is_empty() {
+            // Its filesystem is mounted elsewhere: handing out the raw device would corrupt it.
+            return Err(MountError::InUse {
+                device: device.path.clone(),
+                mounts: mounted,
+            });
+        }
+        let created = prepare_path(FIELD, &record, &Kind::File)?;
+        let result = Pinned::open(FIELD, &record, &Kind::File)
+            .and_then(|pinned| vfs::bind(&device.path, &pinned, &record, MsFlags::empty()))
+            .and_then(|()| {
+                self.keep_attached(device, attached_here).inspect_err(|_| {
+                    let _ = vfs::unmount_all(&record);
+                })
+            });
+        if let Err(e) = result {
+            if created {
+                let _ = paths::remove_target(FIELD, &record);
+            }
+            return Err(e);
+        }
+        tracing::info!(volume_id, device = %device.path.display(), record = %record.display(), "staged as a raw block device");
+        Ok(())
+    }
+
+    /// Loop mode: a raw block device has no holder, so it must not detach at its next
+    /// last close (see the module docs): turn its autoclear off.
+    fn keep_attached(
+        &self,
+        device: &BlockDevice,
+        attached_here: Option<&LoopHandle>,
+    ) -> Result<(), MountError> {
+        if !(self.loop_mode() && device::is_loop(device)) {
+            return Ok(());
+        }
+        match attached_here {
+            Some(handle) => handle.set_autoclear(false),
+            None => LoopHandle::open(device)?.set_autoclear(false),
+        }
+    }
+
+    /// Whether a block staging record names a loop device that is no longer attached
+    /// (loop mode; elsewhere a record is never taken for stale).
+    fn is_stale(&self, record: &BlockRecord) -> bool {
+        self.loop_mode()
+            && record
+                .device
+                .is_some_and(|id| id.major == device::LOOP_MAJOR && !device::is_bound_loop(id))
     }
 
     async fn stage_filesystem(
@@ -449,25 +635,7 @@ impl NodeService {
         options: &MountOptions,
     ) -> Result<(), MountError> {
         const FIELD: &str = "staging_target_path";
-        let not_there = || MountError::UnusablePath {
-            field: FIELD,
-            path: staging.to_path_buf(),
-            reason: "does not exist; the CO creates the staging directory".into(),
-        };
-        let staging = paths::resolve(FIELD, staging)?.ok_or_else(not_there)?;
-        match paths::kind_of(&staging)? {
-            Kind::Directory => {}
-            Kind::Missing => return Err(not_there()),
-            Kind::Symlink => return Err(refuse_symlink(FIELD, &staging)),
-            other => {
-                return Err(MountError::UnusablePath {
-                    field: FIELD,
-                    path: staging,
-                    reason: format!("is {}, not a directory", other.describe()),
-                })
-            }
-        }
-
+        let staging = staging_directory(staging)?;
         let table = MountTable::read()?;
         if let Some(existing) = table.at(&staging) {
             let expected = options.expected_per_mount();
@@ -491,13 +659,21 @@ impl NodeService {
             });
         }
 
-        // Published as a raw block device: it is staged as one, not as a filesystem.
+        // Staged here as a raw block device (this volume or another).
+        if let Some(found) = block_record_at(&table, &staging)? {
+            return Err(MountError::Conflict {
+                path: staging,
+                existing: format!("a raw block staging: {}", found.describe()),
+                requested: format!("a {} filesystem", fs.name()),
+            });
+        }
+        // Staged or published elsewhere as a raw block device: not a filesystem now.
         if let Some(node) = device_node_on_fs(&table, device) {
             if let Some(bind) = table.binds_of(&node).next() {
                 return Err(MountError::Conflict {
                     path: staging,
                     existing: format!(
-                        "nothing, but the volume is staged as a raw block device (published at {})",
+                        "nothing, but the volume is in use as a raw block device at {}",
                         bind.mount_point.display()
                     ),
                     requested: format!("a {} filesystem", fs.name()),
@@ -548,7 +724,9 @@ impl NodeService {
             }
         }
         if self.loop_mode() && device::is_loop(device) {
-            // Only a safety net (see set_autoclear): NodeUnstageVolume detaches it anyway.
+            // Attached by this call, it has autoclear already; attached earlier (by an
+            // older driver), it gets it now. Only a safety net: NodeUnstageVolume
+            // detaches it anyway.
             if let Err(e) = device::set_autoclear(device) {
                 tracing::warn!(volume_id, error = %e, "loop device not set to autoclear");
             }
@@ -643,19 +821,24 @@ impl NodeService {
 
     async fn unstage(&self, volume_id: String, staging: PathBuf) -> Result<(), MountError> {
         const FIELD: &str = "staging_target_path";
-        // Loop mode: the simulated disk, found before anything is unmounted, because its
-        // autoclear may detach it the moment its filesystem goes.
-        let loop_device = if self.loop_mode() {
-            self.attached_loop(&volume_id)?
+        // Loop mode: the simulated disk, held open before anything is unmounted, because
+        // its autoclear may detach it the moment its filesystem goes, and its number must
+        // not go to another volume before it is detached here.
+        let loop_handle = if self.loop_mode() {
+            device::open_loop(&self.image_path(&volume_id)?)?
         } else {
             None
         };
+        let loop_device = loop_handle.as_ref().map(|h| h.device().clone());
         let table = MountTable::read()?;
+        // What is staged at this path: the filesystem's mount, or the raw block record.
         let mut staged_at = None;
+        let mut record = None;
         if let Some(staging) = paths::resolve(FIELD, &staging)? {
             if paths::kind_of(&staging)? == Kind::Symlink {
                 return Err(refuse_symlink(FIELD, &staging));
             }
+            record = Some(staging.join(BLOCK_RECORD));
             if let Some(entry) = table.at(&staging) {
                 if self.loop_mode() && loop_device.as_ref().map(|d| d.id) != Some(entry.device) {
                     return Err(MountError::UnusablePath {
@@ -679,25 +862,64 @@ impl NodeService {
                     });
                 }
                 staged_at = Some(staging);
+            } else if let Some(found) = block_record_at(&table, &staging)? {
+                let ours = match (found.device, &loop_device) {
+                    (Some(id), Some(device)) => id == device.id,
+                    // Other device sources cannot tell whose a device is.
+                    (Some(_), None) => !self.loop_mode(),
+                    (None, _) => false,
+                };
+                if !ours && !self.is_stale(&found) {
+                    return Err(MountError::UnusablePath {
+                        field: FIELD,
+                        path: staging,
+                        reason: format!(
+                            "holds {}, which is not volume {volume_id}; not unmounting it",
+                            found.describe()
+                        ),
+                    });
+                }
+                let node = FileOnFs {
+                    device: found.entry.device,
+                    root: found.entry.root.clone(),
+                };
+                let published: Vec<PathBuf> = table
+                    .binds_of(&node)
+                    .filter(|e| e.mount_point != found.path)
+                    .map(|e| e.mount_point.clone())
+                    .collect();
+                if !published.is_empty() {
+                    return Err(MountError::InUse {
+                        device: loop_device.map_or(found.path, |d| d.path),
+                        mounts: published,
+                    });
+                }
+                staged_at = Some(found.path);
             }
         }
-        let Some(loop_device) = loop_device else {
-            if let Some(staging) = staged_at {
-                vfs::unmount_all(&staging)?;
-                tracing::info!(volume_id, staging = %staging.display(), "unstaged");
-                return Ok(());
+        let Some(loop_handle) = loop_handle else {
+            match &staged_at {
+                Some(mount) => {
+                    vfs::unmount_all(mount)?;
+                    tracing::info!(volume_id, staging = %mount.display(), "unstaged");
+                }
+                // Not staged is fine, as long as the volume exists.
+                None => self.check_volume_exists(&volume_id)?,
             }
-            // Not staged is fine, as long as the volume exists.
-            return self.check_volume_exists(&volume_id);
+            return record.as_deref().map_or(Ok(()), remove_block_record);
         };
         // Loop mode: unplug the simulated disk, which nothing else may use by now.
-        let users: Vec<PathBuf> = mounts_using(&table, &loop_device)
+        let users: Vec<PathBuf> = mounts_using(&table, loop_handle.device())
             .into_iter()
             .filter(|m| Some(m) != staged_at.as_ref())
             .collect();
         if !users.is_empty() {
+            if staged_at.is_none() {
+                // Nothing staged here: the volume is staged at another path, and stays.
+                return record.as_deref().map_or(Ok(()), remove_block_record);
+            }
             return Err(MountError::InUse {
-                device: loop_device.path,
+                device: loop_handle.device().path.clone(),
                 mounts: users,
             });
         }
@@ -706,20 +928,21 @@ impl NodeService {
         let links = device::remove_links_to(
             &self.driver.config.device_dir,
             &config::device_link_name(""),
-            loop_device.id,
+            loop_handle.device().id,
         )?;
-        if let Some(staging) = &staged_at {
-            if let Err(e) = vfs::unmount_all(staging) {
+        if let Some(mount) = &staged_at {
+            if let Err(e) = vfs::unmount_all(mount) {
                 for link in &links {
-                    let _ = device::link_to(link, &loop_device);
+                    let _ = device::link_to(link, loop_handle.device());
                 }
                 return Err(e);
             }
-            tracing::info!(volume_id, staging = %staging.display(), "unstaged");
+            tracing::info!(volume_id, staging = %mount.display(), "unstaged");
         }
-        device::detach_loop(&loop_device).await?;
-        tracing::info!(volume_id, device = %loop_device.path.display(), "detached loop device");
-        Ok(())
+        let loop_path = loop_handle.device().path.clone();
+        loop_handle.detach()?;
+        tracing::info!(volume_id, device = %loop_path.display(), "detached loop device");
+        record.as_deref().map_or(Ok(()), remove_block_record)
     }
 
     // ---- NodePublishVolume ----
@@ -749,7 +972,14 @@ impl NodeService {
             }
             Access::Block => {
                 let options = MountOptions::default().with_read_only(read_only);
-                self.publish_block(&volume_id, &target, &capability, &options, &context)
+                self.publish_block(
+                    &volume_id,
+                    &staging,
+                    &target,
+                    &capability,
+                    &options,
+                    &context,
+                )
             }
         }
     }
@@ -817,7 +1047,7 @@ impl NodeService {
                 });
             }
         }
-        let created = prepare_target(target, &Kind::Directory)?;
+        let created = prepare_path("target_path", target, &Kind::Directory)?;
         let result = Pinned::open("target_path", target, &Kind::Directory)
             .and_then(|pinned| vfs::bind(&staging, &pinned, target, options.per_mount_flags()));
         match result {
@@ -837,6 +1067,7 @@ impl NodeService {
     fn publish_block(
         &self,
         volume_id: &str,
+        staging: &Path,
         target: &Path,
         capability: &Capability,
         options: &MountOptions,
@@ -870,6 +1101,19 @@ impl NodeService {
                 mounts: mounted,
             });
         }
+        let staging = paths::resolve("staging_target_path", staging)?
+            .ok_or_else(|| not_staged(format!("{} does not exist", staging.display())))?;
+        match block_record_at(&table, &staging)? {
+            Some(found) if found.device == Some(device.id) => {}
+            Some(found) => {
+                return Err(not_staged(format!(
+                    "{} holds {}, not this volume",
+                    staging.display(),
+                    found.describe()
+                )))
+            }
+            None => {}
+        }
         let node = device_node_on_fs(&table, &device).ok_or_else(|| {
             MountError::io(
                 format!("finding the mount that holds {}", device.path.display()),
@@ -895,7 +1139,11 @@ impl NodeService {
             });
         }
         if capability.single_target() {
-            if let Some(other) = table.binds_of(&node).find(|e| e.mount_point != target) {
+            // Staging records are binds of the node too, but not publishes.
+            if let Some(other) = table
+                .binds_of(&node)
+                .find(|e| e.mount_point != target && !is_block_record(&e.mount_point))
+            {
                 return Err(MountError::PublishedElsewhere {
                     volume_id: volume_id.to_string(),
                     other: other.mount_point.clone(),
@@ -903,7 +1151,7 @@ impl NodeService {
                 });
             }
         }
-        let created = prepare_target(target, &Kind::File)?;
+        let created = prepare_path("target_path", target, &Kind::File)?;
         let result = Pinned::open("target_path", target, &Kind::File)
             .and_then(|pinned| vfs::bind(&device.path, &pinned, target, options.per_mount_flags()));
         match result {
@@ -1005,12 +1253,17 @@ impl NodeService {
                     .to_string(),
             );
         }
-        if let (Some(staging), false) = (staging, at.block) {
-            let staged = paths::resolve("staging_target_path", staging)?
-                .and_then(|s| at.table.at(&s).map(|e| e.device));
+        if let Some(staging) = staging {
+            let resolved = paths::resolve("staging_target_path", staging)?;
+            let staged = match (resolved, at.block) {
+                (Some(s), true) => block_record_at(&at.table, &s)?.and_then(|r| r.device),
+                (Some(s), false) => at.table.at(&s).map(|e| e.device),
+                (None, _) => None,
+            };
             if staged != Some(at.device) {
                 problems.push(format!(
-                    "the staging mount at {} is gone",
+                    "the staging {} at {} is gone",
+                    if at.block { "record" } else { "mount" },
                     staging.display()
                 ));
             }
@@ -1107,39 +1360,135 @@ struct VolumeAt {
     table: MountTable,
 }
 
-/// Create the target (a directory, or a file for a raw block volume) unless the CO made
-/// it already. Returns whether this call created it.
-fn prepare_target(target: &Path, want: &Kind) -> Result<bool, MountError> {
-    const FIELD: &str = "target_path";
-    if paths::kind_of(target)? == Kind::Missing {
+/// Create a path to mount on (a target directory, or a file for a raw block target or
+/// staging record) unless it is there already, never through a symlink. Returns whether
+/// this call created it.
+fn prepare_path(field: &'static str, path: &Path, want: &Kind) -> Result<bool, MountError> {
+    if paths::kind_of(path)? == Kind::Missing {
         let created = match want {
-            Kind::Directory => paths::create_dir(FIELD, target)?,
-            _ => paths::create_file(FIELD, target)?,
+            Kind::Directory => paths::create_dir(field, path)?,
+            _ => paths::create_file(field, path)?,
         };
         if created {
             return Ok(true);
         }
     }
-    // It existed, or appeared meanwhile: take it only as an empty thing of the right kind.
-    match paths::kind_of(target)? {
-        Kind::Symlink => Err(refuse_symlink(FIELD, target)),
+    // It existed, or appeared meanwhile: take it only as an empty thing of the right kind
+    // (the node removes it again later, and must not take anything with it).
+    let not_empty = || MountError::UnusablePath {
+        field,
+        path: path.to_path_buf(),
+        reason: "exists and is not empty".into(),
+    };
+    match paths::kind_of(path)? {
+        Kind::Symlink => Err(refuse_symlink(field, path)),
         Kind::Directory if want == &Kind::Directory => {
-            if paths::dir_is_empty(target)? {
+            if paths::dir_is_empty(path)? {
                 Ok(false)
             } else {
-                Err(MountError::UnusablePath {
-                    field: FIELD,
-                    path: target.to_path_buf(),
-                    reason: "exists and is not empty".into(),
-                })
+                Err(not_empty())
             }
         }
-        Kind::File if want == &Kind::File => Ok(false),
+        Kind::File if want == &Kind::File => {
+            let meta = std::fs::symlink_metadata(path)
+                .map_err(|e| MountError::io(format!("inspecting {}", path.display()), e))?;
+            if meta.len() == 0 {
+                Ok(false)
+            } else {
+                Err(not_empty())
+            }
+        }
         other => Err(MountError::UnusablePath {
-            field: FIELD,
-            path: target.to_path_buf(),
+            field,
+            path: path.to_path_buf(),
             reason: format!("is {}, expected {}", other.describe(), want.describe()),
         }),
+    }
+}
+
+/// The staging directory of a stage request, parents resolved: it must exist (the CO
+/// creates it) and be a directory, not a symlink.
+fn staging_directory(staging: &Path) -> Result<PathBuf, MountError> {
+    const FIELD: &str = "staging_target_path";
+    let not_there = || MountError::UnusablePath {
+        field: FIELD,
+        path: staging.to_path_buf(),
+        reason: "does not exist; the CO creates the staging directory".into(),
+    };
+    let resolved = paths::resolve(FIELD, staging)?.ok_or_else(not_there)?;
+    match paths::kind_of(&resolved)? {
+        Kind::Directory => Ok(resolved),
+        Kind::Missing => Err(not_there()),
+        Kind::Symlink => Err(refuse_symlink(FIELD, &resolved)),
+        other => Err(MountError::UnusablePath {
+            field: FIELD,
+            path: resolved,
+            reason: format!("is {}, not a directory", other.describe()),
+        }),
+    }
+}
+
+/// A raw block staging record: what is mounted at `<staging>/block-device`.
+struct BlockRecord {
+    path: PathBuf,
+    entry: MountEntry,
+    /// The device whose node is bound there; `None` when what is mounted there is not a
+    /// device node (then it is not a record the node made).
+    device: Option<DeviceId>,
+}
+
+impl BlockRecord {
+    fn describe(&self) -> String {
+        match self.device {
+            Some(id) => format!("raw block device {id} bound at {}", self.path.display()),
+            None => format!("{} at {}", describe(&self.entry), self.path.display()),
+        }
+    }
+}
+
+/// The raw block staging record in the (resolved) staging directory, if one is mounted.
+fn block_record_at(table: &MountTable, staging: &Path) -> Result<Option<BlockRecord>, MountError> {
+    let path = staging.join(BLOCK_RECORD);
+    let Some(entry) = table.at(&path) else {
+        return Ok(None);
+    };
+    // The mount point shows what is mounted there: for a record, the device node.
+    let meta = std::fs::symlink_metadata(&path)
+        .map_err(|e| MountError::io(format!("inspecting {}", path.display()), e))?;
+    let device = std::os::unix::fs::FileTypeExt::is_block_device(&meta.file_type())
+        .then(|| DeviceId::from_dev_t(std::os::unix::fs::MetadataExt::rdev(&meta)));
+    Ok(Some(BlockRecord {
+        path,
+        entry: entry.clone(),
+        device,
+    }))
+}
+
+/// Whether a mount point is a raw block staging record (by its name).
+fn is_block_record(mount_point: &Path) -> bool {
+    mount_point.file_name() == Some(std::ffi::OsStr::new(BLOCK_RECORD))
+}
+
+/// Remove a raw block staging record's file, nothing being mounted on it any more. Only
+/// an empty regular file, the way the node created it: anything else there is not ours.
+fn remove_block_record(record: &Path) -> Result<(), MountError> {
+    match std::fs::symlink_metadata(record) {
+        Ok(meta) if meta.file_type().is_file() && meta.len() == 0 => {
+            match std::fs::remove_file(record) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(MountError::io(format!("removing {}", record.display()), e)),
+            }
+        }
+        Ok(_) => {
+            tracing::warn!(path = %record.display(), "not removing it: not an empty regular file, so not the node's");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(MountError::io(
+            format!("inspecting {}", record.display()),
+            e,
+        )),
     }
 }
 

@@ -186,7 +186,7 @@ fn text() -> BoxedStrategy<String> {
         ])
         .prop_map(String::from),
         1 => (129usize..5000).prop_map(|n| "x".repeat(n)),
-        1 => (1usize..4).prop_map(|n| "é".repeat(n << 18)),
+        1 => (1usize..4).prop_map(|n| "é".repeat(n << 13)),
     ]
     .boxed()
 }

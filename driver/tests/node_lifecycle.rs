@@ -13,8 +13,8 @@
 mod node_common;
 
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -74,6 +74,13 @@ fn all_cases() -> Vec<Case> {
         true a_concurrent_operation_on_the_volume_is_aborted,
         true a_volume_deleted_while_staged_can_still_be_unstaged,
         true a_mount_that_vanishes_takes_its_loop_device_with_it,
+        true a_raw_block_staging_is_recorded_and_conflicts_both_ways,
+        true a_raw_block_publish_needs_the_staging_record,
+        true unstaging_a_raw_block_volume_leaves_nothing_behind,
+        true a_raw_block_device_stays_attached_when_it_is_opened_and_closed,
+        true a_stage_that_fails_detaches_the_loop_device_it_attached,
+        true a_driver_that_owns_its_cloud_releases_unused_loop_devices_when_it_stops,
+        true a_node_only_driver_leaves_loop_devices_alone_when_it_stops,
     ]
 }
 
@@ -579,12 +586,20 @@ async fn block_lifecycle_keeps_data_across_restage(env: Env) -> Result<()> {
     let staging = env.staging("s")?;
     let target = env.target("t");
     let cap = block_cap(Mode::SingleNodeWriter);
-    env.stage_and_publish("v", &staging, &target, cap.clone())
-        .await?;
+    env.stage("v", &staging, cap.clone()).await?;
+    // Staging mounts nothing from the device: it binds the device node onto its record.
+    let record = record_in(&staging)?;
     ensure!(
-        mounts_under(env.root())?.len() == 1,
-        "block staging must mount nothing, only publish binds the device"
+        mounts_under(env.root())? == [record.clone()],
+        "block staging must bind only its record: {:?}",
+        mounts_under(env.root())?
     );
+    ensure!(
+        std::fs::metadata(&record)?.file_type().is_block_device(),
+        "the record is not the device node"
+    );
+    env.publish("v", &staging, &target, cap.clone(), false)
+        .await?;
     let pattern: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
     {
         let mut device = std::fs::OpenOptions::new()
@@ -598,6 +613,10 @@ async fn block_lifecycle_keeps_data_across_restage(env: Env) -> Result<()> {
     }
     env.unpublish_and_unstage("v", &staging, &target).await?;
     ensure!(!target.exists(), "unpublish left the target file");
+    ensure!(
+        std::fs::read_dir(&staging)?.next().is_none(),
+        "unstage left something in the staging directory"
+    );
     ensure!(leftovers(env.root())?.is_empty());
 
     env.stage_and_publish("v", &staging, &target, cap).await?;
@@ -1409,5 +1428,409 @@ async fn a_mount_that_vanishes_takes_its_loop_device_with_it(env: Env) -> Result
     // A new stage works and finds the data.
     env.stage("v", &staging, ext4()).await?;
     env.unstage("v", &staging).await?;
+    Ok(())
+}
+
+// ---- Raw block staging records ----
+
+/// `<staging>/block-device`, parents resolved: where a raw block stage binds the device.
+fn record_in(staging: &Path) -> Result<PathBuf> {
+    Ok(staging.canonicalize()?.join(csi_driver::node::BLOCK_RECORD))
+}
+
+/// What `blkid -p` finds on an image: empty when it holds no signature at all.
+fn signature(image: &Path) -> Result<String> {
+    let out = std::process::Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE"])
+        .arg(image)
+        .output()
+        .context("running blkid")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+async fn a_raw_block_staging_is_recorded_and_conflicts_both_ways(env: Env) -> Result<()> {
+    env.image("v", 64 * MIB)?;
+    env.image("w", 64 * MIB)?;
+    let staging = env.staging("s")?;
+    let record = record_in(&staging)?;
+    let block = block_cap(Mode::SingleNodeWriter);
+    env.stage("v", &staging, block.clone()).await?;
+    let loop_device = loops_of(&env.image_path("v"))?;
+    let (node, _) = loop_device.split_once(':').context("v is not attached")?;
+    ensure!(
+        std::fs::metadata(&record)?.rdev() == std::fs::metadata(node)?.rdev(),
+        "the record does not name v's device"
+    );
+
+    // spec: staged at this path, but incompatible → ALREADY_EXISTS. Raw block, then a
+    // filesystem.
+    for (what, cap) in [("ext4", ext4()), ("xfs", xfs())] {
+        expect_code(
+            &format!("{what} over a raw block staging"),
+            env.stage("v", &staging, cap).await,
+            Code::AlreadyExists,
+            "raw block",
+        )?;
+    }
+    ensure!(
+        signature(&env.image_path("v"))?.is_empty(),
+        "a refused filesystem stage formatted the device"
+    );
+    expect_code(
+        "another volume at the same path",
+        env.stage("w", &staging, block.clone()).await,
+        Code::AlreadyExists,
+        "already holds",
+    )?;
+    expect_code(
+        "another volume's filesystem at the same path",
+        env.stage("w", &staging, ext4()).await,
+        Code::AlreadyExists,
+        "raw block",
+    )?;
+    ensure!(
+        signature(&env.image_path("w"))?.is_empty(),
+        "a refused filesystem stage formatted w"
+    );
+    ensure!(
+        loops_of(&env.image_path("w"))?.is_empty(),
+        "the refused stages of w left its loop device attached"
+    );
+    expect_ok("same again", env.stage("v", &staging, block.clone()).await)?;
+    ensure!(
+        mounts_under(env.root())? == [record.clone()],
+        "a repeated stage stacked another record: {:?}",
+        mounts_under(env.root())?
+    );
+    // Staged as raw block here, asked for as a filesystem at another path.
+    let other = env.staging("o")?;
+    expect_code(
+        "a filesystem at another path",
+        env.stage("v", &other, ext4()).await,
+        Code::AlreadyExists,
+        "raw block",
+    )?;
+    ensure!(signature(&env.image_path("v"))?.is_empty());
+    env.unstage("v", &staging).await?;
+    ensure!(leftovers(env.root())?.is_empty());
+
+    // A filesystem, then raw block.
+    env.stage("v", &staging, ext4()).await?;
+    expect_code(
+        "raw block over a filesystem staging",
+        env.stage("v", &staging, block.clone()).await,
+        Code::AlreadyExists,
+        "already holds",
+    )?;
+    ensure!(
+        !record.exists(),
+        "a refused raw block stage created its record"
+    );
+    // The filesystem staged at another path: its raw device is not handed out.
+    expect_code(
+        "raw block at another path",
+        env.stage("v", &other, block).await,
+        Code::FailedPrecondition,
+        "in use",
+    )?;
+    ensure!(!record_in(&other)?.exists());
+    env.unstage("v", &staging).await?;
+    Ok(())
+}
+
+async fn a_raw_block_publish_needs_the_staging_record(env: Env) -> Result<()> {
+    env.image("v", 64 * MIB)?;
+    let staging = env.staging("s")?;
+    let elsewhere = env.staging("elsewhere")?;
+    let target = env.target("t");
+    let block = block_cap(Mode::SingleNodeWriter);
+    env.stage("v", &staging, block.clone()).await?;
+    // spec: NodePublishVolume of a volume not staged at staging_target_path →
+    // FAILED_PRECONDITION (the device is attached, but not staged there).
+    expect_code(
+        "publish from a path where nothing is staged",
+        env.publish("v", &elsewhere, &target, block.clone(), false)
+            .await,
+        Code::FailedPrecondition,
+        "not staged",
+    )?;
+    ensure!(!target.exists(), "a refused publish created the target");
+    // The record is not a publish: a single-writer volume still gets its one target.
+    expect_ok(
+        "publish from the staging path",
+        env.publish("v", &staging, &target, block.clone(), false)
+            .await,
+    )?;
+    let stats = expect_ok(
+        "stats with the staging path",
+        env.client
+            .clone()
+            .node_get_volume_stats(NodeGetVolumeStatsRequest {
+                volume_id: "v".into(),
+                volume_path: path_text(&target),
+                staging_target_path: path_text(&staging),
+            })
+            .await,
+    )?
+    .into_inner();
+    let condition = stats.volume_condition.context("no condition")?;
+    ensure!(!condition.abnormal, "{condition:?}");
+    // The record gone behind the node's back: the volume is reported abnormal.
+    nix::mount::umount2(&record_in(&staging)?, nix::mount::MntFlags::empty())?;
+    let stats = env
+        .client
+        .clone()
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: "v".into(),
+            volume_path: path_text(&target),
+            staging_target_path: path_text(&staging),
+        })
+        .await?
+        .into_inner();
+    let condition = stats.volume_condition.context("no condition")?;
+    ensure!(
+        condition.abnormal && condition.message.contains("staging record"),
+        "{condition:?}"
+    );
+    env.unpublish_and_unstage("v", &staging, &target).await?;
+    ensure!(std::fs::read_dir(&staging)?.next().is_none());
+    Ok(())
+}
+
+async fn unstaging_a_raw_block_volume_leaves_nothing_behind(env: Env) -> Result<()> {
+    env.image("v", 64 * MIB)?;
+    let staging = env.staging("s")?;
+    let target = env.target("t");
+    let record = record_in(&staging)?;
+    let block = block_cap(Mode::SingleNodeWriter);
+    let empty = |what: &str| -> Result<()> {
+        ensure!(
+            std::fs::read_dir(&staging)?.next().is_none(),
+            "{what}: the staging directory is not empty"
+        );
+        let left = leftovers(env.root())?;
+        ensure!(left.is_empty(), "{what}: left behind {left:?}");
+        Ok(())
+    };
+    env.stage_and_publish("v", &staging, &target, block.clone())
+        .await?;
+    env.unpublish_and_unstage("v", &staging, &target).await?;
+    empty("after unstage")?;
+    expect_ok("unstage again", env.unstage("v", &staging).await)?;
+    empty("after a second unstage")?;
+
+    // A record file left by a stage that died before binding it: unstage removes it, and
+    // a stage takes it over.
+    std::fs::write(&record, b"")?;
+    expect_ok(
+        "unstage with a leftover record file",
+        env.unstage("v", &staging).await,
+    )?;
+    empty("after unstaging a leftover record file")?;
+    std::fs::write(&record, b"")?;
+    expect_ok(
+        "stage over a leftover record file",
+        env.stage("v", &staging, block.clone()).await,
+    )?;
+    env.unstage("v", &staging).await?;
+    empty("after staging over a leftover record file")?;
+
+    // The record's bind lost behind the node's back: unstage still detaches the device.
+    env.stage("v", &staging, block.clone()).await?;
+    nix::mount::umount2(&record, nix::mount::MntFlags::empty())?;
+    expect_ok(
+        "unstage without the record's bind",
+        env.unstage("v", &staging).await,
+    )?;
+    empty("after unstaging a lost record")?;
+
+    // Something at the record's name that the node did not make is never taken or removed.
+    std::fs::write(&record, b"precious")?;
+    expect_code(
+        "stage over a non-empty file",
+        env.stage("v", &staging, block.clone()).await,
+        Code::FailedPrecondition,
+        "not empty",
+    )?;
+    ensure!(
+        loops_of(&env.image_path("v"))?.is_empty(),
+        "the refused stage left its loop device attached"
+    );
+    expect_ok(
+        "unstage with a foreign file",
+        env.unstage("v", &staging).await,
+    )?;
+    ensure!(std::fs::read(&record)? == b"precious");
+    std::fs::remove_file(&record)?;
+    let victim = env.root().join("victim");
+    std::fs::write(&victim, b"keep")?;
+    std::os::unix::fs::symlink(&victim, &record)?;
+    expect_code(
+        "stage over a symlink",
+        env.stage("v", &staging, block).await,
+        Code::InvalidArgument,
+        "symlink",
+    )?;
+    ensure!(std::fs::read(&victim)? == b"keep");
+    ensure!(mounts_under(env.root())?.is_empty());
+    ensure!(loops_of(&env.image_path("v"))?.is_empty());
+    expect_ok("unstage with a symlink", env.unstage("v", &staging).await)?;
+    ensure!(std::fs::symlink_metadata(&record)?.file_type().is_symlink());
+    std::fs::remove_file(&record)?;
+    Ok(())
+}
+
+// ---- Loop devices ----
+
+async fn a_raw_block_device_stays_attached_when_it_is_opened_and_closed(env: Env) -> Result<()> {
+    let image = env.image("v", 64 * MIB)?;
+    let staging = env.staging("s")?;
+    let target = env.target("t");
+    env.stage_and_publish("v", &staging, &target, block_cap(Mode::SingleNodeWriter))
+        .await?;
+    // Nothing holds a raw block device open: with autoclear on, the first close would
+    // detach it under its binds.
+    ensure!(
+        loop_autoclear(&image)? == Some(false),
+        "a raw block device is set to autoclear"
+    );
+    for _ in 0..3 {
+        drop(std::fs::File::open(&target)?);
+    }
+    settle().await;
+    ensure!(!loops_of(&image)?.is_empty(), "the device went at a close");
+    expect_ok("stats", env.stats("v", &target).await)?;
+    env.unpublish_and_unstage("v", &staging, &target).await?;
+
+    // A filesystem's mount holds its device, which goes by itself once unmounted.
+    env.stage("v", &staging, ext4()).await?;
+    ensure!(
+        loop_autoclear(&image)? == Some(true),
+        "a mounted loop device is not set to autoclear"
+    );
+    env.unstage("v", &staging).await?;
+    Ok(())
+}
+
+async fn a_stage_that_fails_detaches_the_loop_device_it_attached(env: Env) -> Result<()> {
+    let image = env.image("x", 512 * MIB)?;
+    run("mkfs.xfs", &["-q", "-f", &path_text(&image)])?;
+    let staging = env.staging("s")?;
+    for (what, cap) in [
+        ("ext4 over xfs", ext4()),
+        ("staging path missing", ext4()),
+        (
+            "raw block at a missing staging path",
+            block_cap(Mode::SingleNodeWriter),
+        ),
+    ] {
+        let path = if what.contains("missing") {
+            env.root().join("staging/missing")
+        } else {
+            staging.clone()
+        };
+        let result = env.stage("x", &path, cap).await;
+        ensure!(result.is_err(), "{what}: staged");
+        settle().await;
+        ensure!(
+            loops_of(&image)?.is_empty(),
+            "{what}: the failed stage left {}",
+            loops_of(&image)?
+        );
+        let left = leftovers(env.root())?;
+        ensure!(left.is_empty(), "{what}: left behind {left:?}");
+    }
+    Ok(())
+}
+
+/// Loop devices of images under `root`: staged as raw block devices whose records went
+/// behind the node's back (one image deleted too, as DeleteVolume does), and one staged
+/// properly. Returns the images, in that order.
+async fn lose_two_raw_block_stagings(env: &Env) -> Result<[PathBuf; 3]> {
+    let block = block_cap(Mode::SingleNodeWriter);
+    let mut images = Vec::new();
+    for id in ["lost", "deleted", "kept"] {
+        images.push(env.image(id, 32 * MIB)?);
+        let staging = env.staging(id)?;
+        env.stage(id, &staging, block.clone()).await?;
+        if id != "kept" {
+            nix::mount::umount2(&record_in(&staging)?, nix::mount::MntFlags::empty())?;
+        }
+    }
+    std::fs::remove_file(&images[1])?;
+    for image in [&images[0], &images[2]] {
+        ensure!(
+            !loops_of(image)?.is_empty(),
+            "{} not attached",
+            image.display()
+        );
+    }
+    Ok([images[0].clone(), images[1].clone(), images[2].clone()])
+}
+
+/// Loop devices whose backing file was `image`, deleted since.
+fn loops_of_deleted(image: &Path) -> Result<Vec<String>> {
+    let wanted = format!("({} (deleted))", path_text(image));
+    Ok(run("losetup", &["-a"])?
+        .lines()
+        .filter(|l| l.ends_with(&wanted))
+        .map(str::to_string)
+        .collect())
+}
+
+async fn a_driver_that_owns_its_cloud_releases_unused_loop_devices_when_it_stops(
+    env: Env,
+) -> Result<()> {
+    // The harness's bundled driver: Controller and Node, with its own in-process cloud.
+    let dir = env.dir.clone();
+    env.stop().await?;
+    let env = Env::start_as(dir.clone(), "loop", "all").await?;
+    let [lost, deleted, kept] = lose_two_raw_block_stagings(&env).await?;
+    ensure!(loops_of_deleted(&deleted)?.len() == 1);
+    env.stop().await?;
+    settle().await;
+    ensure!(
+        loops_of(&lost)?.is_empty(),
+        "an unused loop device outlived the driver: {}",
+        loops_of(&lost)?
+    );
+    ensure!(
+        loops_of_deleted(&deleted)?.is_empty(),
+        "an unused loop device of a deleted image outlived the driver: {:?}",
+        loops_of_deleted(&deleted)?
+    );
+    ensure!(
+        !loops_of(&kept)?.is_empty(),
+        "the driver detached a staged volume's device"
+    );
+    let env = Env::start_in(dir, "loop").await?;
+    env.unstage("kept", &env.staging("kept")?).await?;
+    env.unstage("lost", &env.staging("lost")?).await?;
+    Ok(())
+}
+
+async fn a_node_only_driver_leaves_loop_devices_alone_when_it_stops(env: Env) -> Result<()> {
+    // The images belong to a cloud elsewhere, and other nodes' mounts may be out of sight.
+    let [lost, deleted, kept] = lose_two_raw_block_stagings(&env).await?;
+    let dir = env.dir.clone();
+    env.stop().await?;
+    settle().await;
+    for image in [&lost, &kept] {
+        ensure!(
+            !loops_of(image)?.is_empty(),
+            "a node-only driver detached {} as it stopped",
+            image.display()
+        );
+    }
+    ensure!(loops_of_deleted(&deleted)?.len() == 1);
+    // NodeUnstageVolume still cleans up, even after DeleteVolume.
+    let env = Env::start_in(dir, "loop").await?;
+    for id in ["lost", "kept"] {
+        env.unstage(id, &env.staging(id)?).await?;
+    }
+    expect_ok(
+        "unstage of a deleted volume still attached",
+        env.unstage("deleted", &env.staging("deleted")?).await,
+    )?;
     Ok(())
 }

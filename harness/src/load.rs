@@ -211,8 +211,12 @@ pub struct LoadReport {
     pub latencies: BTreeMap<String, LatencyStats>,
     /// "RPC CODE" → count, for every failed call.
     pub errors: BTreeMap<String, u64>,
+    /// "RPC CODE" → the first message seen with it.
+    pub error_samples: BTreeMap<String, String>,
     /// Steps left out, with the reason.
     pub skipped_steps: Vec<String>,
+    /// How the run was shaped by what the driver reported.
+    pub notes: Vec<String>,
     pub peak_rss: Option<PeakRss>,
     /// What could not be undone (volume ids, paths), empty when all was cleaned up.
     pub leftovers: Vec<String>,
@@ -285,11 +289,15 @@ impl std::fmt::Display for LoadReport {
         } else {
             writeln!(f, "errors by code:")?;
             for (what, n) in &self.errors {
-                writeln!(f, "  {what}: {n}")?;
+                let sample = self.error_samples.get(what).map_or("", String::as_str);
+                writeln!(f, "  {what}: {n} (first: {sample})")?;
             }
         }
         for skipped in &self.skipped_steps {
             writeln!(f, "skipped: {skipped}")?;
+        }
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
         }
         match &self.peak_rss {
             Some(rss) => writeln!(
@@ -347,6 +355,8 @@ struct Recorder {
     rpc_timeout: Option<Duration>,
     latencies: Mutex<BTreeMap<&'static str, Vec<Duration>>>,
     errors: Mutex<BTreeMap<String, u64>>,
+    /// The first message seen for each "RPC CODE", to say what went wrong.
+    samples: Mutex<BTreeMap<String, String>>,
 }
 
 impl Recorder {
@@ -382,11 +392,25 @@ impl Recorder {
         match result {
             Ok(r) => Ok(r.into_inner()),
             Err(status) => {
+                let key = format!("{rpc} {:?}", status.code());
+                let mut message = status.message().to_string();
+                if message.len() > 300 {
+                    let mut end = 300;
+                    while !message.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    message.truncate(end);
+                }
+                self.samples
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(key.clone())
+                    .or_insert(message);
                 *self
                     .errors
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .entry(format!("{rpc} {:?}", status.code()))
+                    .entry(key)
                     .or_default() += 1;
                 Err(status)
             }
@@ -401,6 +425,8 @@ struct Plan {
     stage: bool,
     node_steps: bool,
     node_id: String,
+    /// The node's max_volumes_per_node (0: no limit).
+    max_volumes_per_node: i64,
 }
 
 struct Shared {
@@ -415,6 +441,9 @@ struct Shared {
     cut_short: AtomicU64,
     leftovers: Mutex<Vec<String>>,
     budget: Budget,
+    /// One permit per volume the node may hold: a CO never schedules more volumes on
+    /// a node than it reports in max_volumes_per_node.
+    node_slots: Option<tokio::sync::Semaphore>,
     prefix: String,
     mount_dir: PathBuf,
     staging_dir: PathBuf,
@@ -488,6 +517,10 @@ impl Shared {
     /// Run one lifecycle: forward until done or a step fails or a stop is asked, then
     /// undo in reverse. Ok when every step succeeded.
     async fn lifecycle(&self, n: u64) -> bool {
+        let _slot = match &self.node_slots {
+            Some(slots) => slots.acquire().await.ok(),
+            None => None,
+        };
         let mut done = Done::default();
         let forward = self.forward(n, &mut done).await;
         let undone = self.undo(&mut done).await;
@@ -756,12 +789,15 @@ async fn plan(
             .collect(),
         Err(_) => Vec::new(),
     };
-    let node_id = match node.node_get_info(NodeGetInfoRequest {}).await {
-        Ok(r) => r.into_inner().node_id,
+    let (node_id, max_volumes_per_node) = match node.node_get_info(NodeGetInfoRequest {}).await {
+        Ok(r) => {
+            let info = r.into_inner();
+            (info.node_id, info.max_volumes_per_node)
+        }
         Err(e) if controller_publish => {
             anyhow::bail!("NodeGetInfo failed, so there is no node to publish to: {e}")
         }
-        Err(_) => String::new(),
+        Err(_) => (String::new(), 0),
     };
     let root = nix::unistd::geteuid().is_root();
     let node_steps = !(bundled && !root) && !node_id.is_empty();
@@ -781,6 +817,7 @@ async fn plan(
             stage,
             node_steps,
             node_id,
+            max_volumes_per_node,
         },
         skipped,
     ))
@@ -850,6 +887,17 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
         (None, Some(_)) => None,
         (None, None) => Some(100),
     };
+    let node_slots = (plan.controller_publish
+        && plan.max_volumes_per_node > 0
+        && (plan.max_volumes_per_node as usize) < args.concurrency)
+        .then(|| tokio::sync::Semaphore::new(plan.max_volumes_per_node as usize));
+    let mut notes = Vec::new();
+    if node_slots.is_some() {
+        notes.push(format!(
+            "concurrency above the node's max_volumes_per_node ({}): lifecycles wait for a slot",
+            plan.max_volumes_per_node
+        ));
+    }
     let t0 = Instant::now();
     let random = uuid::Uuid::new_v4().simple().to_string();
     let shared = Arc::new(Shared {
@@ -872,6 +920,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
             rate: args.rate,
             t0,
         },
+        node_slots,
         prefix: format!("{}-{}", args.name_prefix, &random[..8]),
         mount_dir,
         staging_dir,
@@ -950,6 +999,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let error_samples = shared
+        .recorder
+        .samples
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let peak = rss_peak.load(Ordering::SeqCst);
     let leftovers = shared
         .leftovers
@@ -970,7 +1025,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
         interrupted,
         latencies,
         errors,
+        error_samples,
         skipped_steps,
+        notes,
         peak_rss: rss_pid.filter(|_| peak > 0).map(|pid| PeakRss {
             pid,
             kib: peak,

@@ -169,11 +169,23 @@ impl World {
                 }
             }
             let account = get(format!("{}/v2/account", self.base_url)).await;
-            // The count fake-cloud keeps must agree with its list.
+            // What fake-cloud counts must agree with what it lists.
+            let listed = volumes["volumes"].as_array().map_or(0, |a| a.len()) as u64;
             assert_eq!(
-                account["account"]["volume_count"].as_u64(),
                 volumes["meta"]["total"].as_u64(),
-                "fake-cloud's volume count disagrees with its list"
+                Some(listed),
+                "fake-cloud's volume total disagrees with its list"
+            );
+            let listed_gib: u64 = volumes["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v["size_gigabytes"].as_u64())
+                .sum();
+            assert_eq!(
+                account["account"]["volume_used_gigabytes"].as_u64(),
+                Some(listed_gib),
+                "fake-cloud's used capacity disagrees with its volumes"
             );
             let restore = http
                 .put(format!("{}/admin/faults", self.base_url))

@@ -8,7 +8,10 @@ use tokio::time::Instant;
 /// Used when the caller sent no `grpc-timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Most of the margin kept back from the caller's timeout.
+/// The margin kept back from the caller's timeout: a tenth of it, at least this much (but
+/// never more than a quarter of the timeout), so a loaded process still answers first...
+const MIN_MARGIN: Duration = Duration::from_millis(50);
+/// ...and at most this much.
 const MAX_MARGIN: Duration = Duration::from_millis(200);
 
 /// When the current request must be answered by.
@@ -22,14 +25,16 @@ impl Deadline {
     }
 
     /// The deadline of a gRPC request: its `grpc-timeout` less a margin (a tenth of it,
-    /// at most 200 ms), or [`DEFAULT_TIMEOUT`] when absent or unreadable.
+    /// from 50 ms to 200 ms), or [`DEFAULT_TIMEOUT`] when absent or unreadable.
     pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Deadline {
         let timeout = metadata
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
             .unwrap_or(DEFAULT_TIMEOUT);
-        let margin = (timeout / 10).min(MAX_MARGIN);
+        let margin = (timeout / 10)
+            .max(MIN_MARGIN.min(timeout / 4))
+            .min(MAX_MARGIN);
         Deadline::after(timeout - margin)
     }
 
@@ -98,6 +103,15 @@ mod tests {
         let remaining = Deadline::from_metadata(&metadata).remaining();
         assert!(remaining <= Duration::from_millis(900), "{remaining:?}");
         assert!(remaining > Duration::from_millis(800), "{remaining:?}");
+
+        metadata.insert("grpc-timeout", "200m".parse().unwrap());
+        let remaining = Deadline::from_metadata(&metadata).remaining();
+        assert!(remaining <= Duration::from_millis(150), "{remaining:?}");
+        assert!(remaining > Duration::from_millis(100), "{remaining:?}");
+
+        metadata.insert("grpc-timeout", "100S".parse().unwrap());
+        let remaining = Deadline::from_metadata(&metadata).remaining();
+        assert!(remaining > Duration::from_millis(99_700), "{remaining:?}");
 
         let remaining = Deadline::from_metadata(&tonic::metadata::MetadataMap::new()).remaining();
         assert!(remaining > Duration::from_secs(59), "{remaining:?}");

@@ -59,31 +59,39 @@ pub async fn wait_for_action(
         if Instant::now() + interval > deadline.instant() {
             // Sleep out what is left, then look one last time.
             tokio::time::sleep_until(deadline.instant()).await;
-            let last = cloud
+            match cloud
                 .get_action(&action.volume_id, action.id, deadline)
-                .await;
-            match last {
+                .await
+            {
                 Ok(a) if a.status != ActionStatus::InProgress => {
                     action = a;
                     continue;
                 }
-                _ => {
-                    return Err(CloudError::Timeout {
-                        what: format!(
-                            "{} action {} on volume {} is still in progress; it continues in the \
-                             cloud and a retry resumes it",
-                            action.kind.as_do_type(),
-                            action.id,
-                            action.volume_id
-                        ),
-                    })
-                }
+                _ => return Err(still_running(&action)),
             }
         }
         tokio::time::sleep(interval).await;
-        action = cloud
+        action = match cloud
             .get_action(&action.volume_id, action.id, deadline)
-            .await?;
+            .await
+        {
+            Ok(a) => a,
+            Err(CloudError::Timeout { .. }) => return Err(still_running(&action)),
+            Err(e) => return Err(e),
+        };
+    }
+}
+
+/// The deadline passed while `action` was still in progress.
+fn still_running(action: &Action) -> CloudError {
+    CloudError::Timeout {
+        what: format!(
+            "{} action {} on volume {} is still in progress; it continues in the cloud and a \
+             retry resumes it",
+            action.kind.as_do_type(),
+            action.id,
+            action.volume_id
+        ),
     }
 }
 

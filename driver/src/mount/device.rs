@@ -204,11 +204,27 @@ pub struct LoopInfo64 {
     pub lo_init: [u64; 2],
 }
 
+/// `struct loop_config` from <linux/loop.h>: LOOP_CONFIGURE's argument.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
 nix::ioctl_read_bad!(loop_get_status64, 0x4C05, LoopInfo64);
 nix::ioctl_write_ptr_bad!(loop_set_status64, 0x4C04, LoopInfo64);
+nix::ioctl_write_int_bad!(loop_set_fd, 0x4C00);
+nix::ioctl_none_bad!(loop_clr_fd, 0x4C01);
+nix::ioctl_write_ptr_bad!(loop_configure, 0x4C0A, LoopConfig);
+nix::ioctl_none_bad!(loop_ctl_get_free, 0x4C82);
 
 /// `LO_FLAGS_AUTOCLEAR`: the kernel detaches the loop device when its last user closes it.
 const LO_FLAGS_AUTOCLEAR: u32 = 4;
+
+/// How often attaching retries when another process takes the free loop device first.
+const ATTACH_ATTEMPTS: usize = 16;
 
 /// The names (`loop3`) of the bound loop devices, from sysfs.
 fn bound_loops() -> Result<Vec<String>, MountError> {
@@ -224,36 +240,142 @@ fn bound_loops() -> Result<Vec<String>, MountError> {
         .collect())
 }
 
+/// Whether `id` is a loop device bound to a backing file.
+pub fn is_bound_loop(id: DeviceId) -> bool {
+    id.major == LOOP_MAJOR && Path::new(&format!("/sys/dev/block/{id}/loop")).exists()
+}
+
+/// The kernel's record of a loop device's backing file (`<path> (deleted)` once the file
+/// is gone), or `None` when the device is not bound.
+fn backing_file(loop_name: &str) -> Option<String> {
+    let record = Path::new("/sys/block")
+        .join(loop_name)
+        .join("loop/backing_file");
+    let text = std::fs::read_to_string(record).ok()?;
+    Some(text.trim_end_matches('\n').to_string())
+}
+
+/// An open handle on a bound loop device.
+///
+/// The kernel never unbinds a loop device while anyone holds it open, whatever its
+/// autoclear flag says, so the handle pins the device, and its number, for as long as it
+/// lives: nothing done through it can hit another volume's device that took the number
+/// over. With autoclear set, dropping the last handle (or the process dying) detaches it.
+#[derive(Debug)]
+pub struct LoopHandle {
+    file: File,
+    device: BlockDevice,
+}
+
+impl LoopHandle {
+    /// Open the loop device `device` (which must still have that device number).
+    pub fn open(device: &BlockDevice) -> Result<LoopHandle, MountError> {
+        let context = || format!("opening loop device {}", device.path.display());
+        let file = File::open(&device.path).map_err(|e| MountError::io(context(), e))?;
+        let meta = file.metadata().map_err(|e| MountError::io(context(), e))?;
+        if !meta.file_type().is_block_device() || DeviceId::from_dev_t(meta.rdev()) != device.id {
+            return Err(MountError::DeviceNotFound {
+                path: PathBuf::from(format!("{} (as {})", device.path.display(), device.id)),
+            });
+        }
+        Ok(LoopHandle {
+            file,
+            device: device.clone(),
+        })
+    }
+
+    /// The device this handle holds.
+    pub fn device(&self) -> &BlockDevice {
+        &self.device
+    }
+
+    fn status(&self) -> Result<LoopInfo64, nix::errno::Errno> {
+        // SAFETY: LoopInfo64 is plain data, valid when zeroed.
+        let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+        // SAFETY: LOOP_GET_STATUS64 fills a loop_info64, which `info` is.
+        unsafe { loop_get_status64(self.file.as_raw_fd(), &mut info) }?;
+        Ok(info)
+    }
+
+    /// Turn the kernel's autoclear on or off: with it on, the device detaches by itself at
+    /// the last close, so it must be on only while something keeps the device open (this
+    /// handle until a filesystem from it is mounted; then the mount).
+    pub fn set_autoclear(&self, on: bool) -> Result<(), MountError> {
+        let context = || {
+            format!(
+                "turning autoclear {} on {}",
+                if on { "on" } else { "off" },
+                self.device.path.display()
+            )
+        };
+        let mut info = self.status().map_err(|e| MountError::sys(context(), e))?;
+        if (info.lo_flags & LO_FLAGS_AUTOCLEAR != 0) == on {
+            return Ok(());
+        }
+        if on {
+            info.lo_flags |= LO_FLAGS_AUTOCLEAR;
+        } else {
+            info.lo_flags &= !LO_FLAGS_AUTOCLEAR;
+        }
+        // SAFETY: LOOP_SET_STATUS64 reads a loop_info64 through the pointer, which is valid.
+        unsafe { loop_set_status64(self.file.as_raw_fd(), &info) }
+            .map_err(|e| MountError::sys(context(), e))?;
+        Ok(())
+    }
+
+    /// Detach the device. The kernel unbinds it when its last opener closes: at once when
+    /// this handle was the only one, else when the others (a mount, a process) let go.
+    /// Already detached is fine.
+    pub fn detach(self) -> Result<(), MountError> {
+        // SAFETY: LOOP_CLR_FD takes no argument.
+        match unsafe { loop_clr_fd(self.file.as_raw_fd()) } {
+            Ok(_) | Err(nix::errno::Errno::ENXIO) => Ok(()),
+            Err(e) => Err(MountError::sys(
+                format!("detaching {}", self.device.path.display()),
+                e,
+            )),
+        }
+    }
+}
+
 /// The loop device backed by `image`, if one is attached. Matched by the image's device
 /// and inode (as `losetup -j` does), so a path spelled differently still matches. When
 /// the image is gone (deleted while attached), the kernel's record of the backing file's
 /// path is matched instead, so the device can still be found and detached.
 pub fn find_loop(image: &Path) -> Result<Option<BlockDevice>, MountError> {
+    Ok(open_loop(image)?.map(|handle| handle.device))
+}
+
+/// Like [`find_loop`], but the device is returned held open (matched through the same open
+/// file, so it cannot be a device that took the number over meanwhile).
+pub fn open_loop(image: &Path) -> Result<Option<LoopHandle>, MountError> {
     let meta = match std::fs::metadata(image) {
         Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return find_loop_of_deleted(image),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return open_loop_of_deleted(image),
         Err(e) => return Err(MountError::io(format!("inspecting {}", image.display()), e)),
     };
     for name in bound_loops()? {
-        let node = Path::new("/dev").join(&name);
-        let Ok(file) = File::open(&node) else {
+        let Ok(handle) = open_loop_named(&name) else {
             continue;
         };
-        // SAFETY: LoopInfo64 is plain data, valid when zeroed.
-        let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
-        // SAFETY: LOOP_GET_STATUS64 fills a loop_info64, which `info` is.
-        if unsafe { loop_get_status64(file.as_raw_fd(), &mut info) }.is_err() {
+        let Ok(info) = handle.status() else {
             continue;
-        }
+        };
         if info.lo_device == meta.dev() && info.lo_inode == meta.ino() {
-            return inspect(&node).map(Some);
+            return Ok(Some(handle));
         }
     }
     Ok(None)
 }
 
+/// `/dev/<name>`, held open.
+fn open_loop_named(name: &str) -> Result<LoopHandle, MountError> {
+    let device = inspect(&Path::new("/dev").join(name))?;
+    LoopHandle::open(&device)
+}
+
 /// A loop device whose backing file was `image` and has since been deleted.
-fn find_loop_of_deleted(image: &Path) -> Result<Option<BlockDevice>, MountError> {
+fn open_loop_of_deleted(image: &Path) -> Result<Option<LoopHandle>, MountError> {
     let (Some(dir), Some(name)) = (image.parent(), image.file_name()) else {
         return Ok(None);
     };
@@ -263,74 +385,144 @@ fn find_loop_of_deleted(image: &Path) -> Result<Option<BlockDevice>, MountError>
     let wanted = dir.join(name).to_string_lossy().into_owned();
     let deleted = format!("{wanted} (deleted)");
     for loop_name in bound_loops()? {
-        let record = Path::new("/sys/block")
-            .join(&loop_name)
-            .join("loop/backing_file");
-        let Ok(backing) = std::fs::read_to_string(record) else {
+        let matches = |b: Option<String>| b.is_some_and(|b| b == wanted || b == deleted);
+        if !matches(backing_file(&loop_name)) {
+            continue;
+        }
+        let Ok(handle) = open_loop_named(&loop_name) else {
             continue;
         };
-        let backing = backing.trim_end_matches('\n');
-        if backing == wanted || backing == deleted {
-            return inspect(&Path::new("/dev").join(&loop_name)).map(Some);
+        // Checked again once held: it may have been detached and reused in between.
+        if matches(backing_file(&loop_name)) {
+            return Ok(Some(handle));
         }
     }
     Ok(None)
 }
 
-/// Let the kernel detach the loop device by itself once nothing holds it open any more.
-/// Set after mounting a filesystem from it, it is a safety net: when the mount goes away
-/// without NodeUnstageVolume (a test's private mount namespace ending, say), the loop
-/// device goes too instead of staying attached for good.
-pub fn set_autoclear(device: &BlockDevice) -> Result<(), MountError> {
-    let context = || format!("setting autoclear on {}", device.path.display());
-    let file = File::open(&device.path).map_err(|e| MountError::io(context(), e))?;
-    // SAFETY: LoopInfo64 is plain data, valid when zeroed.
-    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
-    // SAFETY: LOOP_GET_STATUS64 fills a loop_info64, which `info` is.
-    unsafe { loop_get_status64(file.as_raw_fd(), &mut info) }
-        .map_err(|e| MountError::sys(context(), e))?;
-    if info.lo_flags & LO_FLAGS_AUTOCLEAR != 0 {
-        return Ok(());
-    }
-    info.lo_flags |= LO_FLAGS_AUTOCLEAR;
-    // SAFETY: LOOP_SET_STATUS64 reads a loop_info64 through the pointer, which is valid.
-    unsafe { loop_set_status64(file.as_raw_fd(), &info) }
-        .map_err(|e| MountError::sys(context(), e))?;
-    Ok(())
-}
-
-/// Attach `image` as a loop device unless it already is. Returns the device and whether
-/// this call attached it.
-pub async fn attach_loop(image: &Path) -> Result<(BlockDevice, bool), MountError> {
-    if let Some(device) = find_loop(image)? {
-        return Ok((device, false));
-    }
-    let args = command::args([
-        "--find".as_ref(),
-        "--show".as_ref(),
-        "--direct-io=off".as_ref(),
-        image.as_os_str(),
-    ]);
-    let output = command::run_ok("losetup", &args).await?;
-    let path = PathBuf::from(output.stdout.trim());
-    match inspect(&path) {
-        Ok(device) => Ok((device, true)),
-        Err(e) => {
-            let _ =
-                command::run("losetup", &command::args(["-d".as_ref(), path.as_os_str()])).await;
-            Err(e)
+/// The bound loop devices whose backing file lies under `dir` (present or deleted), each
+/// held open, with the kernel's record of that file.
+pub fn loops_backed_under(dir: &Path) -> Result<Vec<(LoopHandle, String)>, MountError> {
+    let under = |b: &Option<String>| {
+        b.as_deref()
+            .is_some_and(|b| Path::new(b.strip_suffix(" (deleted)").unwrap_or(b)).starts_with(dir))
+    };
+    let mut found = Vec::new();
+    for loop_name in bound_loops()? {
+        if !under(&backing_file(&loop_name)) {
+            continue;
+        }
+        let Ok(handle) = open_loop_named(&loop_name) else {
+            continue;
+        };
+        let backing = backing_file(&loop_name);
+        if under(&backing) {
+            found.push((handle, backing.unwrap_or_default()));
         }
     }
+    Ok(found)
 }
 
-/// Detach a loop device. Already detached is fine.
-pub async fn detach_loop(device: &BlockDevice) -> Result<(), MountError> {
-    let args = command::args(["-d".as_ref(), device.path.as_os_str()]);
-    let output = command::run("losetup", &args).await?;
-    if output.code == Some(0) || output.stderr.contains("No such device or address") {
-        return Ok(());
+/// Make sure a loop device detaches by itself once nothing holds it open any more. For a
+/// device a filesystem is mounted from: when the mount goes away without
+/// NodeUnstageVolume (a test's private mount namespace ending, say), the loop device goes
+/// too instead of staying attached for good.
+pub fn set_autoclear(device: &BlockDevice) -> Result<(), MountError> {
+    LoopHandle::open(device)?.set_autoclear(true)
+}
+
+/// Attach `image` as a loop device unless it already is. Returns the device and, when
+/// this call attached it, a handle on it with autoclear already on: until the handle is
+/// dropped nothing can detach the device, and once it is, the device detaches by itself
+/// unless a mount holds it or autoclear was turned off. So a stage that fails, or a
+/// process that dies, between attaching and mounting leaves no loop device behind.
+///
+/// The device is configured with its flags in one step (LOOP_CONFIGURE, Linux 5.8+;
+/// LOOP_SET_FD and LOOP_SET_STATUS64 on older kernels), through the handle, so there is
+/// no moment at which it is attached without autoclear and without an opener.
+pub fn attach_loop(image: &Path) -> Result<(BlockDevice, Option<LoopHandle>), MountError> {
+    if let Some(handle) = open_loop(image)? {
+        return Ok((handle.device.clone(), None));
     }
-    Err(command::failure("losetup", &args, &output))
+    let backing = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .map_err(|e| MountError::io(format!("opening {}", image.display()), e))?;
+    let control = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/loop-control")
+        .map_err(|e| MountError::io("opening /dev/loop-control", e))?;
+    for _ in 0..ATTACH_ATTEMPTS {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+        let number = unsafe { loop_ctl_get_free(control.as_raw_fd()) }
+            .map_err(|e| MountError::sys("finding a free loop device", e))?;
+        let node = PathBuf::from(format!("/dev/loop{number}"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&node)
+            .map_err(|e| MountError::io(format!("opening {}", node.display()), e))?;
+        match configure_loop(&file, &backing, image) {
+            Ok(()) => {}
+            // Another process took it between GET_FREE and here: ask for the next one.
+            Err(nix::errno::Errno::EBUSY) => continue,
+            Err(e) => {
+                return Err(MountError::sys(
+                    format!("attaching {} as {}", image.display(), node.display()),
+                    e,
+                ))
+            }
+        }
+        let device = match inspect(&node) {
+            Ok(device) => device,
+            Err(e) => {
+                // SAFETY: LOOP_CLR_FD takes no argument.
+                let _ = unsafe { loop_clr_fd(file.as_raw_fd()) };
+                return Err(e);
+            }
+        };
+        return Ok((device.clone(), Some(LoopHandle { file, device })));
+    }
+    Err(MountError::io(
+        format!("attaching {}", image.display()),
+        std::io::Error::other(format!(
+            "every free loop device was taken by another process ({ATTACH_ATTEMPTS} attempts)"
+        )),
+    ))
+}
+
+/// Bind `backing` to the loop device open as `file`, with autoclear on.
+fn configure_loop(file: &File, backing: &File, image: &Path) -> Result<(), nix::errno::Errno> {
+    // SAFETY: LoopInfo64 is plain data, valid when zeroed.
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    info.lo_flags = LO_FLAGS_AUTOCLEAR;
+    let name = super::paths::bytes(image);
+    let len = name.len().min(info.lo_file_name.len() - 1);
+    info.lo_file_name[..len].copy_from_slice(&name[..len]);
+    let config = LoopConfig {
+        fd: backing.as_raw_fd() as u32,
+        block_size: 0,
+        info,
+        reserved: [0; 8],
+    };
+    // SAFETY: LOOP_CONFIGURE reads a loop_config through the pointer, which is valid.
+    match unsafe { loop_configure(file.as_raw_fd(), &config) } {
+        Ok(_) => return Ok(()),
+        // A kernel older than 5.8, which has no LOOP_CONFIGURE.
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOTTY) => {}
+        Err(e) => return Err(e),
+    }
+    // SAFETY: LOOP_SET_FD takes the backing file's descriptor.
+    unsafe { loop_set_fd(file.as_raw_fd(), backing.as_raw_fd()) }?;
+    // SAFETY: LOOP_SET_STATUS64 reads a loop_info64 through the pointer, which is valid.
+    if let Err(e) = unsafe { loop_set_status64(file.as_raw_fd(), &config.info) } {
+        // SAFETY: LOOP_CLR_FD takes no argument.
+        let _ = unsafe { loop_clr_fd(file.as_raw_fd()) };
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Make a loop device see its backing file's new size (after the controller grew it).
@@ -339,13 +531,16 @@ pub async fn refresh_loop_capacity(device: &BlockDevice) -> Result<(), MountErro
     command::run_ok("losetup", &args).await.map(drop)
 }
 
+/// The block major number of loop devices.
+pub const LOOP_MAJOR: u64 = 7;
+
 /// Whether `device` is a loop device.
 pub fn is_loop(device: &BlockDevice) -> bool {
     device
         .path
         .file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with("loop"))
-        && device.id.major == 7
+        && device.id.major == LOOP_MAJOR
 }
 
 #[cfg(test)]

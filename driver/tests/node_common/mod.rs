@@ -30,6 +30,9 @@ pub struct Env {
     pub driver: Option<RunningDriver>,
     pub client: NodeClient<Channel>,
     pub device_source: &'static str,
+    /// `--mode`: `node`, or `all` for a driver that runs its own in-process cloud over
+    /// the directory, as the harness's bundled driver does.
+    pub mode: &'static str,
 }
 
 impl Env {
@@ -41,6 +44,15 @@ impl Env {
 
     /// A node driver over `dir` with `--device-source source`.
     pub async fn start_in(dir: Arc<tempfile::TempDir>, source: &'static str) -> Result<Env> {
+        Env::start_as(dir, source, "node").await
+    }
+
+    /// A driver over `dir` with `--device-source source` and `--mode mode`.
+    pub async fn start_as(
+        dir: Arc<tempfile::TempDir>,
+        source: &'static str,
+        mode: &'static str,
+    ) -> Result<Env> {
         let root = dir.path();
         for sub in ["volumes", "staging", "targets"] {
             std::fs::create_dir_all(root.join(sub))?;
@@ -48,7 +60,7 @@ impl Env {
         let socket = root.join("csi.sock");
         let config = Config::try_parse_from([
             "csi-driver".to_string(),
-            "--mode=node".into(),
+            format!("--mode={mode}"),
             format!("--endpoint=unix://{}", socket.display()),
             format!("--device-source={source}"),
             format!("--data-dir={}", root.display()),
@@ -67,25 +79,42 @@ impl Env {
             driver: Some(driver),
             client: NodeClient::new(channel),
             device_source: source,
+            mode,
         })
     }
 
     /// Stop this driver and start a new one over the same directory: nothing in memory
     /// survives, as after a crash.
     pub async fn restart(self) -> Result<Env> {
-        let source = self.device_source;
-        self.restart_as(source).await
+        let (source, mode) = (self.device_source, self.mode);
+        self.restart_with(source, mode).await
     }
 
     /// Stop this driver and start one with `--device-source source` over the same directory.
     pub async fn restart_as(self, source: &'static str) -> Result<Env> {
+        let mode = self.mode;
+        self.restart_with(source, mode).await
+    }
+
+    /// Stop this driver and start one with `--device-source source` and `--mode mode`
+    /// over the same directory.
+    pub async fn restart_with(self, source: &'static str, mode: &'static str) -> Result<Env> {
+        let dir = self.dir.clone();
+        self.stop().await?;
+        Env::start_as(dir, source, mode).await
+    }
+
+    /// Stop the driver: its client hangs up, then it stops serving and waits for the
+    /// calls in flight.
+    pub async fn stop(self) -> Result<()> {
         let Env {
-            dir, mut driver, ..
+            mut driver, client, ..
         } = self;
+        drop(client);
         if let Some(d) = driver.take() {
             d.stop().await?;
         }
-        Env::start_in(dir, source).await
+        Ok(())
     }
 
     pub fn root(&self) -> &Path {
@@ -404,6 +433,17 @@ pub fn force_clean(root: &Path) {
                 .status();
         }
     }
+}
+
+/// The kernel's autoclear flag of the loop device attached to `image`, if one is.
+pub fn loop_autoclear(image: &Path) -> Result<Option<bool>> {
+    let loops = loops_of(image)?;
+    let Some((device, _)) = loops.split_once(':') else {
+        return Ok(None);
+    };
+    let name = device.trim_start_matches("/dev/");
+    let flag = std::fs::read_to_string(format!("/sys/block/{name}/loop/autoclear"))?;
+    Ok(Some(flag.trim() == "1"))
 }
 
 /// A moment for the kernel to finish detaching loop devices before they are counted.

@@ -111,7 +111,7 @@ impl Pacer {
     }
 
     /// Wait for this request's turn. Fails at once with RateLimited when the turn comes
-    /// after the deadline.
+    /// after the deadline, or with Timeout when the deadline has passed already.
     pub async fn take_turn(&self, deadline: Deadline) -> Result<(), CloudError> {
         let now = Instant::now();
         let turn = {
@@ -122,6 +122,11 @@ impl Pacer {
             }
             if let Some(t) = st.held_until {
                 turn = turn.max(t);
+            }
+            if now >= deadline.instant() {
+                return Err(CloudError::Timeout {
+                    what: "the request's deadline passed before its cloud API call".to_string(),
+                });
             }
             if turn > deadline.instant() {
                 return Err(CloudError::RateLimited {
@@ -238,5 +243,14 @@ mod tests {
             .await
             .unwrap();
         assert!(started.elapsed() >= Duration::from_millis(60));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_already_passed_is_a_timeout_not_a_rate_limit() {
+        let err = Pacer::default()
+            .take_turn(Deadline::after(Duration::ZERO))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CloudError::Timeout { .. }), "{err:?}");
     }
 }
