@@ -1112,7 +1112,12 @@ impl NodeService {
                     found.describe()
                 )))
             }
-            None => {}
+            None => {
+                return Err(not_staged(format!(
+                    "nothing is staged at {} as a raw block device",
+                    staging.display()
+                )))
+            }
         }
         let node = device_node_on_fs(&table, &device).ok_or_else(|| {
             MountError::io(

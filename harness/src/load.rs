@@ -756,9 +756,9 @@ async fn plan(
         .into_inner()
         .capabilities
         .into_iter()
-        .filter_map(|c| match c.r#type {
-            Some(controller_service_capability::Type::Rpc(r)) => Some(r.r#type),
-            None => None,
+        .filter_map(|c| {
+            c.r#type
+                .map(|controller_service_capability::Type::Rpc(r)| r.r#type)
         })
         .collect();
     if !caps.contains(&(ControllerRpc::CreateDeleteVolume as i32)) {
@@ -782,9 +782,9 @@ async fn plan(
             .into_inner()
             .capabilities
             .into_iter()
-            .filter_map(|c| match c.r#type {
-                Some(node_service_capability::Type::Rpc(r)) => Some(r.r#type),
-                None => None,
+            .filter_map(|c| {
+                c.r#type
+                    .map(|node_service_capability::Type::Rpc(r)| r.r#type)
             })
             .collect(),
         Err(_) => Vec::new(),
@@ -800,7 +800,7 @@ async fn plan(
         Err(_) => (String::new(), 0),
     };
     let root = nix::unistd::geteuid().is_root();
-    let node_steps = !(bundled && !root) && !node_id.is_empty();
+    let node_steps = (!bundled || root) && !node_id.is_empty();
     let stage = node_caps.contains(&(NodeRpc::StageUnstageVolume as i32));
     if !node_steps {
         skipped.push(
