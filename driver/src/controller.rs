@@ -30,7 +30,7 @@ use crate::cloud::{
 use crate::config::{self, PUBLISH_CONTEXT_DEVICE_LINK, PUBLISH_CONTEXT_VOLUME_NAME};
 use crate::Driver;
 use params::{
-    check_capabilities, check_capability, check_map_size, is_block, region_topology, require,
+    check_capabilities, check_capability, check_map_size, region_topology, require,
     Placement,
 };
 
@@ -1019,8 +1019,10 @@ impl Controller for ControllerService {
             check_capability(Some(cap), "volume_capability")?;
         }
         let target_gib = params::size_for_range(Some(range))?;
-        // A filesystem must still be grown on the node; a raw block device needs nothing.
-        let node_expansion_required = !is_block(req.volume_capability.as_ref());
+        // A filesystem must still be grown on the node. A raw block device needs the node
+        // too: a hot-plugged disk reports its new size by itself, but the fake cloud's loop
+        // device must be told to re-read its backing file, and the node call is cheap.
+        let node_expansion_required = true;
         let _guard = self
             .driver
             .locks

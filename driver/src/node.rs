@@ -73,6 +73,7 @@ use csi_proto::v1::node_service_capability::rpc::Type as RpcType;
 use csi_proto::v1::volume_capability::access_mode::Mode;
 use csi_proto::v1::volume_capability::AccessType;
 use csi_proto::v1::*;
+use nix::mount::MsFlags;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -88,7 +89,6 @@ use crate::mount::paths::{self, Kind, Pinned};
 use crate::mount::vfs::{self, MountOptions};
 use crate::mount::MountError;
 use crate::Driver;
-use nix::mount::MsFlags;
 
 /// How long NodeStageVolume waits for a device when the request carries no deadline.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);

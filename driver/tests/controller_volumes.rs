@@ -801,8 +801,8 @@ async fn expand_volume_grows_through_the_resize_action(backend: Backend) {
         .into_inner();
     assert_eq!(same.capacity_bytes, 3 * GIB);
     assert!(
-        !same.node_expansion_required,
-        "a raw block device needs no node step"
+        same.node_expansion_required,
+        "a raw block device still needs the node to see its new size"
     );
     assert_eq!(env.actions(&id, fake_cloud::ActionKind::Resize).len(), 1);
 }

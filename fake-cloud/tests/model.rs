@@ -809,3 +809,16 @@ fn absurd_latencies_do_not_panic_and_survive_a_restart() {
     let cloud = Cloud::open_with_clock(config, clock).unwrap();
     assert!(cloud.get_volume(&v.id).unwrap().droplet_ids.is_empty());
 }
+
+#[test]
+fn an_unpersisted_cloud_keeps_images_on_disk_but_writes_no_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let cloud = Cloud::open_unpersisted(disk_config(dir.path())).unwrap();
+    let v = volume(&cloud, "v");
+    assert!(cloud.volume_image_path(&v.id).unwrap().exists());
+    assert!(!dir.path().join("state.json").exists());
+    // A restart of such a cloud starts empty.
+    drop(cloud);
+    let again = Cloud::open_unpersisted(disk_config(dir.path())).unwrap();
+    assert!(again.get_volume(&v.id).is_err());
+}

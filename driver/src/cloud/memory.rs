@@ -83,7 +83,14 @@ impl InProcess {
             data_dir: Some(data_dir.clone()),
             ..fake_cloud::CloudConfig::default()
         };
-        let cloud = fake_cloud::Cloud::open(cloud_config).map_err(|e| {
+        // A data dir the user chose keeps the cloud's state across restarts; a temporary
+        // one dies with the process, so its metadata need not be written at all.
+        let open = if temp.is_some() {
+            fake_cloud::Cloud::open_unpersisted
+        } else {
+            fake_cloud::Cloud::open
+        };
+        let cloud = open(cloud_config).map_err(|e| {
             anyhow::anyhow!(
                 "opening the in-process cloud in {}: {e}",
                 data_dir.display()

@@ -148,14 +148,6 @@ pub fn check_capability(cap: Option<&VolumeCapability>, field: &str) -> Result<(
     capability_support(cap).map_err(|why| Status::invalid_argument(format!("{field}: {why}")))
 }
 
-/// True for a raw block capability.
-pub fn is_block(cap: Option<&VolumeCapability>) -> bool {
-    matches!(
-        cap.and_then(|c| c.access_type.as_ref()),
-        Some(AccessType::Block(_))
-    )
-}
-
 /// Parsed CreateVolume parameters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateParams {

@@ -129,10 +129,26 @@ impl Cloud {
         Cloud::open_with_clock(config, Arc::new(SystemClock))
     }
 
+    /// Like [`Cloud::open`], but the metadata lives only in memory: volume and snapshot
+    /// images still go to the data directory, and `state.json` is never written. For an
+    /// in-process cloud whose life is the process's, where an fsync per change would only
+    /// cost time.
+    pub fn open_unpersisted(config: CloudConfig) -> Result<Cloud, CloudError> {
+        Cloud::open_inner(config, Arc::new(SystemClock), false)
+    }
+
     /// Like [`Cloud::open`], on the given clock.
     pub fn open_with_clock(
         config: CloudConfig,
         clock: Arc<dyn Clock>,
+    ) -> Result<Cloud, CloudError> {
+        Cloud::open_inner(config, clock, true)
+    }
+
+    fn open_inner(
+        config: CloudConfig,
+        clock: Arc<dyn Clock>,
+        persist_state: bool,
     ) -> Result<Cloud, CloudError> {
         let storage = match &config.data_dir {
             None => None,
@@ -142,10 +158,14 @@ impl Cloud {
                 let images =
                     ImageStore::open(dir).map_err(|e| CloudError::io("create image folders", e))?;
                 let state_file = persist::state_path(dir);
-                let state = persist::read::<State>(&state_file)
-                    .map_err(|e| CloudError::io("read state.json", e))?
-                    .unwrap_or_default();
-                Some((images, state_file, state))
+                let state = if persist_state {
+                    persist::read::<State>(&state_file)
+                        .map_err(|e| CloudError::io("read state.json", e))?
+                        .unwrap_or_default()
+                } else {
+                    State::default()
+                };
+                Some((images, persist_state.then_some(state_file), state))
             }
         };
         let cloud = match storage {
@@ -168,9 +188,10 @@ impl Cloud {
         config: CloudConfig,
         clock: Arc<dyn Clock>,
         state: State,
-        storage: Option<(ImageStore, PathBuf)>,
+        storage: Option<(ImageStore, Option<PathBuf>)>,
     ) -> Cloud {
         let (images, state_file) = storage.unzip();
+        let state_file = state_file.flatten();
         let faults = config.faults.clamped();
         let pending = state
             .actions
