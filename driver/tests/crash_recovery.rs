@@ -531,7 +531,10 @@ impl Co {
 /// One volume's lifecycle, every step under kills.
 async fn lifecycle(co: &mut Co, cloud: &mut FakeCloud, dir: &Path, n: u32, node_steps: bool) {
     let name = format!("crash-{n}");
-    let window = Some(Duration::from_millis(700));
+    // Kill windows about as long as each kind of call takes, so kills land inside it:
+    // attach, detach and resize wait on cloud actions; the rest are quicker.
+    let slow = Some(Duration::from_millis(700));
+    let window = Some(Duration::from_millis(150));
     let volume = co
         .call("CreateVolume", window, |ch| {
             let name = name.clone();
@@ -578,7 +581,7 @@ async fn lifecycle(co: &mut Co, cloud: &mut FakeCloud, dir: &Path, n: u32, node_
     }
 
     let publish_context = co
-        .call("ControllerPublishVolume", window, |ch| {
+        .call("ControllerPublishVolume", slow, |ch| {
             let volume_id = volume_id.clone();
             async move {
                 ControllerClient::new(ch)
@@ -663,7 +666,7 @@ async fn lifecycle(co: &mut Co, cloud: &mut FakeCloud, dir: &Path, n: u32, node_
         ..Default::default()
     };
     let expanded = co
-        .call("ControllerExpandVolume", window, |ch| {
+        .call("ControllerExpandVolume", slow, |ch| {
             let r = expand.clone();
             async move { ControllerClient::new(ch).controller_expand_volume(r).await }
         })
@@ -781,7 +784,7 @@ async fn lifecycle(co: &mut Co, cloud: &mut FakeCloud, dir: &Path, n: u32, node_
         .await;
         let _ = std::fs::remove_dir(&staging);
     }
-    co.call("ControllerUnpublishVolume", window, |ch| {
+    co.call("ControllerUnpublishVolume", slow, |ch| {
         let volume_id = volume_id.clone();
         async move {
             ControllerClient::new(ch)

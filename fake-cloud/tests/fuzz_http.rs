@@ -413,7 +413,10 @@ fn start() -> (Target, Vec<String>) {
         base: server.base_url(),
         _server: server,
         rt,
+        // A fresh connection per request: a server may close a connection whose request
+        // body it did not read, and a reused one would then fail for the next request.
         http: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
             .timeout(std::time::Duration::from_secs(30))
             .build()
             .unwrap(),

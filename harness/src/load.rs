@@ -527,24 +527,24 @@ impl Shared {
         forward && undone
     }
 
+    /// The forward half: each step is retried while it fails with a code a CO retries
+    /// (every failed attempt still counts in the errors), and a stop request ends it.
     async fn forward(&self, n: u64, done: &mut Done) -> bool {
         let name = format!("{}-{n}", self.prefix);
-        let mut controller = self.controller.clone();
-        let mut node = self.node.clone();
+        let create = CreateVolumeRequest {
+            name: name.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: self.volume_size,
+                limit_bytes: 0,
+            }),
+            volume_capabilities: vec![capability()],
+            ..Default::default()
+        };
         let created = self
-            .recorder
-            .time(
-                "CreateVolume",
-                controller.create_volume(CreateVolumeRequest {
-                    name: name.clone(),
-                    capacity_range: Some(CapacityRange {
-                        required_bytes: self.volume_size,
-                        limit_bytes: 0,
-                    }),
-                    volume_capabilities: vec![capability()],
-                    ..Default::default()
-                }),
-            )
+            .call_retrying("CreateVolume", || {
+                let (mut c, r) = (self.controller.clone(), create.clone());
+                async move { c.create_volume(r).await }
+            })
             .await;
         let volume = match created.map(|r| r.volume) {
             Ok(Some(v)) => v,
@@ -557,21 +557,22 @@ impl Shared {
         }
         let mut publish_context = Default::default();
         if self.plan.controller_publish {
-            let published = self
-                .recorder
-                .time(
-                    "ControllerPublishVolume",
-                    controller.controller_publish_volume(ControllerPublishVolumeRequest {
-                        volume_id: volume_id.clone(),
-                        node_id: self.plan.node_id.clone(),
-                        volume_capability: Some(capability()),
-                        volume_context: volume.volume_context.clone(),
-                        ..Default::default()
-                    }),
-                )
-                .await;
+            let publish = ControllerPublishVolumeRequest {
+                volume_id: volume_id.clone(),
+                node_id: self.plan.node_id.clone(),
+                volume_capability: Some(capability()),
+                volume_context: volume.volume_context.clone(),
+                ..Default::default()
+            };
+            // Undone even if it fails: a failed attach may have started.
             done.published = true;
-            match published {
+            match self
+                .call_retrying("ControllerPublishVolume", || {
+                    let (mut c, r) = (self.controller.clone(), publish.clone());
+                    async move { c.controller_publish_volume(r).await }
+                })
+                .await
+            {
                 Ok(r) => publish_context = r.publish_context,
                 Err(_) => return false,
             }
@@ -585,21 +586,21 @@ impl Shared {
                 return false;
             }
             done.staging = Some(staging.clone());
-            let staged = self
-                .recorder
-                .time(
-                    "NodeStageVolume",
-                    node.node_stage_volume(NodeStageVolumeRequest {
-                        volume_id: volume_id.clone(),
-                        publish_context: publish_context.clone(),
-                        staging_target_path: staging.clone(),
-                        volume_capability: Some(capability()),
-                        volume_context: volume.volume_context.clone(),
-                        ..Default::default()
-                    }),
-                )
-                .await;
+            let stage = NodeStageVolumeRequest {
+                volume_id: volume_id.clone(),
+                publish_context: publish_context.clone(),
+                staging_target_path: staging.clone(),
+                volume_capability: Some(capability()),
+                volume_context: volume.volume_context.clone(),
+                ..Default::default()
+            };
             done.staged = true;
+            let staged = self
+                .call_retrying("NodeStageVolume", || {
+                    let (mut c, r) = (self.node.clone(), stage.clone());
+                    async move { c.node_stage_volume(r).await }
+                })
+                .await;
             if staged.is_err() || self.stopping() {
                 return false;
             }
@@ -609,26 +610,26 @@ impl Shared {
             return false;
         }
         done.target = Some(target.clone());
-        let published = self
-            .recorder
-            .time(
-                "NodePublishVolume",
-                node.node_publish_volume(NodePublishVolumeRequest {
-                    volume_id,
-                    publish_context,
-                    staging_target_path: if self.plan.stage {
-                        staging
-                    } else {
-                        String::new()
-                    },
-                    target_path: target,
-                    volume_capability: Some(capability()),
-                    volume_context: volume.volume_context,
-                    ..Default::default()
-                }),
-            )
-            .await;
+        let publish = NodePublishVolumeRequest {
+            volume_id,
+            publish_context,
+            staging_target_path: if self.plan.stage {
+                staging
+            } else {
+                String::new()
+            },
+            target_path: target,
+            volume_capability: Some(capability()),
+            volume_context: volume.volume_context,
+            ..Default::default()
+        };
         done.node_published = true;
+        let published = self
+            .call_retrying("NodePublishVolume", || {
+                let (mut c, r) = (self.node.clone(), publish.clone());
+                async move { c.node_publish_volume(r).await }
+            })
+            .await;
         published.is_ok() && !self.stopping()
     }
 
@@ -714,25 +715,51 @@ impl Shared {
         clean
     }
 
-    async fn retrying<T, F, Fut>(&self, rpc: &'static str, mut call: F) -> bool
+    /// Call until OK, retrying codes a CO retries, for at most a minute; a stop request
+    /// ends the retries of forward steps (undo steps pass `undoing`).
+    async fn call_retrying<T, F, Fut>(&self, rpc: &'static str, call: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_retrying_while(rpc, false, call).await
+    }
+
+    async fn call_retrying_while<T, F, Fut>(
+        &self,
+        rpc: &'static str,
+        undoing: bool,
+        mut call: F,
+    ) -> Result<T, tonic::Status>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let started = Instant::now();
-        let mut pause = Duration::from_millis(50);
+        let mut pause = Duration::from_millis(20);
         loop {
             match self.recorder.time(rpc, call()).await {
-                Ok(_) => return true,
+                Ok(r) => return Ok(r),
                 Err(status)
-                    if retriable(status.code()) && started.elapsed() < Duration::from_secs(60) =>
+                    if retriable(status.code())
+                        && started.elapsed() < Duration::from_secs(60)
+                        && (undoing || !self.stopping()) =>
                 {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                 }
-                Err(_) => return false,
+                Err(status) => return Err(status),
             }
         }
+    }
+
+    /// An undo step: retried like the forward ones, even after a stop request.
+    async fn retrying<T, F, Fut>(&self, rpc: &'static str, call: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        self.call_retrying_while(rpc, true, call).await.is_ok()
     }
 
     fn left(&self, what: String) {
