@@ -6,7 +6,11 @@
 //! NodeUnstageVolume, ControllerUnpublishVolume, DeleteVolume. Steps the driver does not
 //! advertise are left out (publish without PUBLISH_UNPUBLISH_VOLUME, stage without
 //! STAGE_UNSTAGE_VOLUME), and so are the node steps against the bundled driver when this
-//! process is not root (it would have to mount). Whatever a lifecycle made is undone,
+//! process is not root (it would have to mount). A step that fails with a code a CO
+//! retries (ABORTED, UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED) is retried with
+//! backoff, as a CO would; every failed attempt still counts under errors by code.
+//! Lifecycles holding a volume on the node never exceed its max_volumes_per_node, as a
+//! scheduler would see to. Whatever a lifecycle made is undone,
 //! in reverse order, even when a step fails and even on Ctrl-C: the first Ctrl-C stops
 //! new calls and lets every lifecycle unwind; a second one exits at once.
 //!
