@@ -174,7 +174,6 @@ pub struct Config {
     pub log_level: String,
 }
 
-
 /// Topology segment key for the region a volume or node is in.
 pub const TOPOLOGY_REGION_KEY: &str = "region";
 

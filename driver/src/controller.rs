@@ -30,8 +30,7 @@ use crate::cloud::{
 use crate::config::{self, PUBLISH_CONTEXT_DEVICE_LINK, PUBLISH_CONTEXT_VOLUME_NAME};
 use crate::Driver;
 use params::{
-    check_capabilities, check_capability, check_map_size, region_topology, require,
-    Placement,
+    check_capabilities, check_capability, check_map_size, region_topology, require, Placement,
 };
 
 /// What this Controller advertises: exactly what works.

@@ -161,9 +161,18 @@ mod tests {
         actions_in_flight_add(1);
         actions_in_flight_add(-1);
         let text = render();
-        assert!(text.contains("csi_operations_total{method=\"CreateVolume\",code=\"Ok\"}"), "{text}");
-        assert!(text.contains("csi_operation_duration_seconds_bucket"), "{text}");
-        assert!(text.contains("cloud_requests_total{call=\"create_volume\",status=\"201\"}"), "{text}");
+        assert!(
+            text.contains("csi_operations_total{method=\"CreateVolume\",code=\"Ok\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("csi_operation_duration_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cloud_requests_total{call=\"create_volume\",status=\"201\"}"),
+            "{text}"
+        );
         assert!(text.contains("cloud_actions_in_flight"), "{text}");
     }
 }

@@ -26,7 +26,11 @@ fn spawn(socket: &Path, extra: &[&str]) -> Child {
 fn wait_for_socket(socket: &Path) {
     let start = Instant::now();
     while !socket.exists() {
-        assert!(start.elapsed() < Duration::from_secs(20), "driver never created {}", socket.display());
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "driver never created {}",
+            socket.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -40,16 +44,28 @@ async fn channel(socket: &Path) -> tonic::transport::Channel {
 }
 
 fn terminate(child: &mut Child) -> (std::process::ExitStatus, String) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let mut stderr = String::new();
             use std::io::Read;
-            child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
             return (status, stderr);
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "driver ignored SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "driver ignored SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -66,7 +82,11 @@ async fn serves_identity_with_a_restricted_socket_and_removes_it_on_sigterm() {
     wait_for_socket(&socket);
 
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode & 0o007, 0, "others must not reach the socket, mode {mode:o}");
+    assert_eq!(
+        mode & 0o007,
+        0,
+        "others must not reach the socket, mode {mode:o}"
+    );
 
     let info = IdentityClient::new(channel(&socket).await)
         .get_plugin_info(GetPluginInfoRequest {})
@@ -99,11 +119,21 @@ async fn a_stale_socket_is_replaced() {
     // Wait until the new process answers on it.
     let start = Instant::now();
     loop {
-        if let Ok(ep) = Endpoint::from_shared(format!("unix://{}", socket.display())).unwrap().connect().await {
-            IdentityClient::new(ep).get_plugin_info(GetPluginInfoRequest {}).await.unwrap();
+        if let Ok(ep) = Endpoint::from_shared(format!("unix://{}", socket.display()))
+            .unwrap()
+            .connect()
+            .await
+        {
+            IdentityClient::new(ep)
+                .get_plugin_info(GetPluginInfoRequest {})
+                .await
+                .unwrap();
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "driver never served the stale socket path");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "driver never served the stale socket path"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (status, _) = terminate(&mut child);
@@ -116,7 +146,8 @@ async fn failed_rpcs_are_logged_once_with_secrets_redacted() {
     let socket = socket_in(&dir);
     let mut child = spawn(&socket, &["--log-format=json", "--log-level=trace"]);
     wait_for_socket(&socket);
-    let secrets: HashMap<String, String> = [("password".to_string(), "hunter2-very-secret".to_string())].into();
+    let secrets: HashMap<String, String> =
+        [("password".to_string(), "hunter2-very-secret".to_string())].into();
     let err = ControllerClient::new(channel(&socket).await)
         .create_volume(CreateVolumeRequest {
             name: String::new(),
@@ -127,19 +158,34 @@ async fn failed_rpcs_are_logged_once_with_secrets_redacted() {
         .unwrap_err();
     assert_ne!(err.code(), tonic::Code::Ok);
     let (_, logs) = terminate(&mut child);
-    assert!(!logs.contains("hunter2-very-secret"), "a secret leaked into the logs:\n{logs}");
+    assert!(
+        !logs.contains("hunter2-very-secret"),
+        "a secret leaked into the logs:\n{logs}"
+    );
     let failures: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("RPC failed") && l.contains("CreateVolume"))
         .collect();
-    assert_eq!(failures.len(), 1, "exactly one failure line expected:\n{logs}");
-    assert!(failures[0].contains("password"), "the secret's key is shown: {}", failures[0]);
+    assert_eq!(
+        failures.len(),
+        1,
+        "exactly one failure line expected:\n{logs}"
+    );
+    assert!(
+        failures[0].contains("password"),
+        "the secret's key is shown: {}",
+        failures[0]
+    );
     assert!(failures[0].contains("<redacted>"), "{}", failures[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_metrics_are_served_over_http() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempfile::tempdir().unwrap();
     let socket = socket_in(&dir);
     let addr = format!("127.0.0.1:{port}");
@@ -150,11 +196,25 @@ async fn healthz_and_metrics_are_served_over_http() {
         .await
         .unwrap();
     let client = reqwest::Client::new();
-    let health = client.get(format!("http://{addr}/healthz")).send().await.unwrap();
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap(), "ok");
-    let metrics = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("csi_operations_total{method=\"GetPluginInfo\",code=\"Ok\"}"), "{metrics}");
+    let metrics = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("csi_operations_total{method=\"GetPluginInfo\",code=\"Ok\"}"),
+        "{metrics}"
+    );
     let (status, _) = terminate(&mut child);
     assert!(status.success());
 }
