@@ -28,6 +28,7 @@ use crate::cloud::{
     MAX_VOLUME_GIB, MIN_VOLUME_GIB,
 };
 use crate::config::{self, PUBLISH_CONTEXT_DEVICE_LINK, PUBLISH_CONTEXT_VOLUME_NAME};
+use crate::locks::OperationGuard;
 use crate::Driver;
 use params::{
     check_capabilities, check_capability, check_map_size, region_topology, require, Placement,
@@ -68,6 +69,12 @@ pub struct ControllerService {
 impl ControllerService {
     pub fn new(driver: Arc<Driver>) -> Self {
         Self { driver }
+    }
+
+    /// Holds off a second operation on the same `kind/id` until this one is done.
+    #[allow(clippy::result_large_err)]
+    fn lock(&self, kind: &str, id: &str) -> Result<OperationGuard, Status> {
+        self.driver.locks.try_lock(&format!("{kind}/{id}"))
     }
 
     #[allow(clippy::result_large_err)]
@@ -199,6 +206,33 @@ fn volume_not_found(volume_id: &str) -> Status {
     Status::not_found(format!("volume {volume_id:?} not found"))
 }
 
+/// A cloud error about a volume the request named: NOT_FOUND names the volume.
+fn volume_error(volume_id: &str, e: CloudError) -> Status {
+    match e {
+        CloudError::NotFound { .. } => volume_not_found(volume_id),
+        e => e.into(),
+    }
+}
+
+/// The volume the request named, which must exist.
+async fn existing_volume(
+    cloud: &dyn CloudApi,
+    volume_id: &str,
+    deadline: Deadline,
+) -> Result<cloud::Volume, Status> {
+    cloud
+        .get_volume(volume_id, deadline)
+        .await
+        .map_err(|e| volume_error(volume_id, e))
+}
+
+/// ABORTED after [`RECONCILE_ROUNDS`] re-reads that each found the volume changed again.
+fn kept_changing(volume_id: &str, while_being: &str) -> Status {
+    Status::aborted(format!(
+        "volume {volume_id} kept changing while being {while_being}; retry"
+    ))
+}
+
 /// The volume with this CSI name, whatever its region.
 async fn find_volume(
     cloud: &dyn CloudApi,
@@ -227,18 +261,28 @@ async fn find_snapshot(
         .find(|s| s.name == cloud_name))
 }
 
+/// The newest action of the volume still in progress whose kind is `wanted`.
+async fn newest_in_flight(
+    cloud: &dyn CloudApi,
+    volume_id: &str,
+    deadline: Deadline,
+    wanted: impl Fn(&ActionKind) -> bool,
+) -> Result<Option<Action>, CloudError> {
+    Ok(cloud
+        .volume_actions(volume_id, deadline)
+        .await?
+        .into_iter()
+        .filter(|a| a.status == ActionStatus::InProgress && wanted(&a.kind))
+        .max_by_key(|a| a.id))
+}
+
 /// The newest attach or detach of the volume still in progress.
 async fn attachment_in_flight(
     cloud: &dyn CloudApi,
     volume_id: &str,
     deadline: Deadline,
 ) -> Result<Option<Action>, CloudError> {
-    Ok(cloud
-        .volume_actions(volume_id, deadline)
-        .await?
-        .into_iter()
-        .filter(|a| a.status == ActionStatus::InProgress && a.kind.is_attachment())
-        .max_by_key(|a| a.id))
+    newest_in_flight(cloud, volume_id, deadline, ActionKind::is_attachment).await
 }
 
 /// The newest resize of the volume still in progress.
@@ -247,12 +291,28 @@ async fn resize_in_flight(
     volume_id: &str,
     deadline: Deadline,
 ) -> Result<Option<Action>, CloudError> {
-    Ok(cloud
-        .volume_actions(volume_id, deadline)
+    newest_in_flight(cloud, volume_id, deadline, |k| *k == ActionKind::Resize).await
+}
+
+/// What a PENDING_EVENT from an attach or detach means. With an attach or detach of this
+/// volume in flight, the caller raced it and looks again (`Ok`); otherwise the droplet is
+/// busy with another volume, and the CO retries later (ABORTED).
+async fn attachment_pending(
+    cloud: &dyn CloudApi,
+    volume_id: &str,
+    droplet: u64,
+    pending: CloudError,
+    deadline: Deadline,
+) -> Result<(), Status> {
+    if attachment_in_flight(cloud, volume_id, deadline)
         .await?
-        .into_iter()
-        .filter(|a| a.status == ActionStatus::InProgress && a.kind == ActionKind::Resize)
-        .max_by_key(|a| a.id))
+        .is_some()
+    {
+        return Ok(());
+    }
+    Err(Status::aborted(format!(
+        "node {droplet} has another attach or detach in progress; retry later ({pending})"
+    )))
 }
 
 /// A volume's condition, from its actions: abnormal when the latest one errored or one has
@@ -367,10 +427,7 @@ impl Controller for ControllerService {
         let size_gib = params::size_for_range(range)?;
         let source = Source::from_request(req.volume_content_source.as_ref())?;
 
-        let _guard = self
-            .driver
-            .locks
-            .try_lock(&format!("volume-name/{}", req.name))?;
+        let _guard = self.lock("volume-name", &req.name)?;
         let cloud = self.cloud()?;
         let placement = Placement {
             requirement: req.accessibility_requirements.as_ref(),
@@ -482,10 +539,7 @@ impl Controller for ControllerService {
         let deadline = Deadline::from_metadata(request.metadata());
         let req = request.into_inner();
         require(&req.volume_id, "volume_id")?;
-        let _guard = self
-            .driver
-            .locks
-            .try_lock(&format!("volume/{}", req.volume_id))?;
+        let _guard = self.lock("volume", &req.volume_id)?;
         let cloud = self.cloud()?;
         let volume = match cloud.get_volume(&req.volume_id, deadline).await {
             Ok(v) => v,
@@ -518,19 +572,12 @@ impl Controller for ControllerService {
         require(&req.volume_id, "volume_id")?;
         require(&req.node_id, "node_id")?;
         check_capability(req.volume_capability.as_ref(), "volume_capability")?;
-        let _guard = self
-            .driver
-            .locks
-            .try_lock(&format!("volume/{}", req.volume_id))?;
+        let _guard = self.lock("volume", &req.volume_id)?;
         let cloud = self.cloud()?;
         let node = droplet_id(&req.node_id).ok_or_else(|| node_not_found(&req.node_id))?;
 
         for _ in 0..RECONCILE_ROUNDS {
-            let volume = match cloud.get_volume(&req.volume_id, deadline).await {
-                Ok(v) => v,
-                Err(CloudError::NotFound { .. }) => return Err(volume_not_found(&req.volume_id)),
-                Err(e) => return Err(e.into()),
-            };
+            let volume = existing_volume(cloud, &req.volume_id, deadline).await?;
             match cloud.get_droplet(node, deadline).await {
                 Ok(_) => {}
                 Err(CloudError::NotFound { .. }) => return Err(node_not_found(&req.node_id)),
@@ -586,16 +633,8 @@ impl Controller for ControllerService {
                 // answer was lost): look again.
                 Err(CloudError::AlreadyAttached { .. }) => continue,
                 Err(e @ CloudError::PendingEvent { .. }) => {
-                    if attachment_in_flight(cloud, &volume.id, deadline)
-                        .await?
-                        .is_some()
-                    {
-                        continue;
-                    }
-                    // The droplet is busy with another volume: the CO retries.
-                    return Err(Status::aborted(format!(
-                        "node {node} has another attach or detach in progress; retry later ({e})"
-                    )));
+                    attachment_pending(cloud, &volume.id, node, e, deadline).await?;
+                    continue;
                 }
                 Err(CloudError::DropletLimit { message }) => {
                     return Err(Status::resource_exhausted(format!(
@@ -605,10 +644,10 @@ impl Controller for ControllerService {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Status::aborted(format!(
-            "volume {} kept changing while being published to node {node}; retry",
-            req.volume_id
-        )))
+        Err(kept_changing(
+            &req.volume_id,
+            &format!("published to node {node}"),
+        ))
     }
 
     async fn controller_unpublish_volume(
@@ -619,10 +658,7 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         require(&req.volume_id, "volume_id")?;
         params::check_length(&req.node_id, "node_id")?;
-        let _guard = self
-            .driver
-            .locks
-            .try_lock(&format!("volume/{}", req.volume_id))?;
+        let _guard = self.lock("volume", &req.volume_id)?;
         let cloud = self.cloud()?;
         let done = || Ok(Response::new(ControllerUnpublishVolumeResponse {}));
         // An empty node id means every node.
@@ -672,23 +708,13 @@ impl Controller for ControllerService {
                     continue
                 }
                 Err(e @ CloudError::PendingEvent { .. }) => {
-                    if attachment_in_flight(cloud, &volume.id, deadline)
-                        .await?
-                        .is_some()
-                    {
-                        continue;
-                    }
-                    return Err(Status::aborted(format!(
-                        "node {droplet} has another attach or detach in progress; retry later ({e})"
-                    )));
+                    attachment_pending(cloud, &volume.id, droplet, e, deadline).await?;
+                    continue;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Status::aborted(format!(
-            "volume {} kept changing while being unpublished; retry",
-            req.volume_id
-        )))
+        Err(kept_changing(&req.volume_id, "unpublished"))
     }
 
     async fn validate_volume_capabilities(
@@ -705,11 +731,7 @@ impl Controller for ControllerService {
         check_map_size(&req.mutable_parameters, "mutable_parameters")?;
         check_map_size(&req.volume_context, "volume_context")?;
         let cloud = self.cloud()?;
-        match cloud.get_volume(&req.volume_id, deadline).await {
-            Ok(_) => {}
-            Err(CloudError::NotFound { .. }) => return Err(volume_not_found(&req.volume_id)),
-            Err(e) => return Err(e.into()),
-        }
+        existing_volume(cloud, &req.volume_id, deadline).await?;
         let unsupported = req
             .volume_capabilities
             .iter()
@@ -856,14 +878,8 @@ impl Controller for ControllerService {
         check_map_size(&req.parameters, "parameters")?;
         let tags =
             params::parse_snapshot_params(&req.parameters).map_err(Status::invalid_argument)?;
-        let _name_guard = self
-            .driver
-            .locks
-            .try_lock(&format!("snapshot-name/{}", req.name))?;
-        let _volume_guard = self
-            .driver
-            .locks
-            .try_lock(&format!("volume/{}", req.source_volume_id))?;
+        let _name_guard = self.lock("snapshot-name", &req.name)?;
+        let _volume_guard = self.lock("volume", &req.source_volume_id)?;
         let cloud = self.cloud()?;
         let same_or_conflict = |s: cloud::Snapshot| {
             if s.volume_id == req.source_volume_id {
@@ -912,10 +928,7 @@ impl Controller for ControllerService {
         let deadline = Deadline::from_metadata(request.metadata());
         let req = request.into_inner();
         require(&req.snapshot_id, "snapshot_id")?;
-        let _guard = self
-            .driver
-            .locks
-            .try_lock(&format!("snapshot/{}", req.snapshot_id))?;
+        let _guard = self.lock("snapshot", &req.snapshot_id)?;
         let cloud = self.cloud()?;
         match cloud.delete_snapshot(&req.snapshot_id, deadline).await {
             // spec: DeleteSnapshot of an unknown id MUST succeed.
@@ -1022,18 +1035,11 @@ impl Controller for ControllerService {
         // too: a hot-plugged disk reports its new size by itself, but the fake cloud's loop
         // device must be told to re-read its backing file, and the node call is cheap.
         let node_expansion_required = true;
-        let _guard = self
-            .driver
-            .locks
-            .try_lock(&format!("volume/{}", req.volume_id))?;
+        let _guard = self.lock("volume", &req.volume_id)?;
         let cloud = self.cloud()?;
 
         for _ in 0..RECONCILE_ROUNDS {
-            let volume = match cloud.get_volume(&req.volume_id, deadline).await {
-                Ok(v) => v,
-                Err(CloudError::NotFound { .. }) => return Err(volume_not_found(&req.volume_id)),
-                Err(e) => return Err(e.into()),
-            };
+            let volume = existing_volume(cloud, &req.volume_id, deadline).await?;
             // Volumes never shrink: a smaller request is already satisfied.
             if volume.size_gib >= target_gib {
                 return Ok(Response::new(ControllerExpandVolumeResponse {
@@ -1059,10 +1065,7 @@ impl Controller for ControllerService {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Status::aborted(format!(
-            "volume {} kept changing while being expanded; retry",
-            req.volume_id
-        )))
+        Err(kept_changing(&req.volume_id, "expanded"))
     }
 
     async fn controller_get_volume(
@@ -1073,11 +1076,7 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         require(&req.volume_id, "volume_id")?;
         let cloud = self.cloud()?;
-        let volume = match cloud.get_volume(&req.volume_id, deadline).await {
-            Ok(v) => v,
-            Err(CloudError::NotFound { .. }) => return Err(volume_not_found(&req.volume_id)),
-            Err(e) => return Err(e.into()),
-        };
+        let volume = existing_volume(cloud, &req.volume_id, deadline).await?;
         let condition = volume_condition(cloud, &volume.id, deadline).await?;
         Ok(Response::new(ControllerGetVolumeResponse {
             volume: Some(csi_volume(&volume)),
@@ -1102,22 +1101,14 @@ impl Controller for ControllerService {
         // Validate everything before applying anything.
         let mutable = params::parse_mutable_params(&req.mutable_parameters)
             .map_err(Status::invalid_argument)?;
-        let _guard = self
-            .driver
-            .locks
-            .try_lock(&format!("volume/{}", req.volume_id))?;
+        let _guard = self.lock("volume", &req.volume_id)?;
         let cloud = self.cloud()?;
-        match cloud.get_volume(&req.volume_id, deadline).await {
-            Ok(_) => {}
-            Err(CloudError::NotFound { .. }) => return Err(volume_not_found(&req.volume_id)),
-            Err(e) => return Err(e.into()),
-        }
+        existing_volume(cloud, &req.volume_id, deadline).await?;
         if let Some(tags) = mutable.tags {
-            match cloud.set_volume_tags(&req.volume_id, tags, deadline).await {
-                Ok(_) => {}
-                Err(CloudError::NotFound { .. }) => return Err(volume_not_found(&req.volume_id)),
-                Err(e) => return Err(e.into()),
-            }
+            cloud
+                .set_volume_tags(&req.volume_id, tags, deadline)
+                .await
+                .map_err(|e| volume_error(&req.volume_id, e))?;
         }
         Ok(Response::new(ControllerModifyVolumeResponse {}))
     }

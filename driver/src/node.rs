@@ -313,6 +313,67 @@ where
     }
 }
 
+/// Whether `target` already holds the publish asked for: a bind of `root` on `device` with
+/// `options`' per-mount flags, left by an earlier call (a retry is OK). Anything else there
+/// is a conflict; `source` names what was asked for in its message.
+fn already_bound(
+    table: &MountTable,
+    target: &Path,
+    device: DeviceId,
+    root: &Path,
+    options: &MountOptions,
+    source: &str,
+) -> Result<bool, MountError> {
+    let Some(existing) = table.at(target) else {
+        return Ok(false);
+    };
+    let expected = options.expected_per_mount();
+    if existing.device == device
+        && existing.root == root
+        && vfs::observed_per_mount(existing) == expected
+    {
+        return Ok(true);
+    }
+    Err(MountError::Conflict {
+        path: target.to_path_buf(),
+        existing: describe(existing),
+        requested: format!("a bind of {source} mounted {}", options_text(&expected)),
+    })
+}
+
+/// Bind `source` onto the publish target (a directory for a filesystem, a file for a raw
+/// block device), creating the target if needed, and removing it again if the bind fails.
+fn bind_target(
+    source: &Path,
+    target: &Path,
+    kind: &Kind,
+    options: &MountOptions,
+) -> Result<(), MountError> {
+    let created = prepare_path("target_path", target, kind)?;
+    let result = Pinned::open("target_path", target, kind)
+        .and_then(|pinned| vfs::bind(source, &pinned, target, options.per_mount_flags()));
+    if result.is_err() && created {
+        let _ = paths::remove_target("target_path", target);
+    }
+    result
+}
+
+/// IN_USE when the device's filesystem is mounted anywhere: handing out the raw device
+/// would let writes to it corrupt that filesystem.
+fn refuse_if_mounted(table: &MountTable, device: &BlockDevice) -> Result<(), MountError> {
+    let mounted: Vec<PathBuf> = table
+        .of_device(device.id)
+        .map(|e| e.mount_point.clone())
+        .collect();
+    if mounted.is_empty() {
+        return Ok(());
+    }
+    Err(MountError::InUse {
+        device: device.path.clone(),
+        mounts: mounted,
+    })
+}
+
 /// A mount, described for messages.
 fn describe(entry: &MountEntry) -> String {
     format!(
@@ -388,6 +449,18 @@ impl NodeService {
     fn lock(&self, volume_id: &str) -> Result<OperationGuard, Status> {
         // Node keys are their own: a controller call on the same volume is not a conflict.
         self.driver.locks.try_lock(&format!("node/{volume_id}"))
+    }
+
+    /// Runs `work` on this volume under its lock, detached from the request (see
+    /// [`detached`]). `work` gets its own handle on the service and the volume id.
+    async fn locked<T, F, Fut>(&self, volume_id: String, work: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(NodeService, String) -> Fut,
+        Fut: Future<Output = Result<T, MountError>> + Send + 'static,
+    {
+        let guard = self.lock(&volume_id)?;
+        detached(guard, work(self.clone(), volume_id)).await
     }
 
     /// `<data-dir>/volumes/<id>.img`.
@@ -572,17 +645,7 @@ impl NodeService {
                 })
             }
         }
-        let mounted: Vec<PathBuf> = table
-            .of_device(device.id)
-            .map(|e| e.mount_point.clone())
-            .collect();
-        if !mounted.is_empty() {
-            // Its filesystem is mounted elsewhere: handing out the raw device would corrupt it.
-            return Err(MountError::InUse {
-                device: device.path.clone(),
-                mounts: mounted,
-            });
-        }
+        refuse_if_mounted(&table, device)?;
         let created = prepare_path(FIELD, &record, &Kind::File)?;
         let result = Pinned::open(FIELD, &record, &Kind::File)
             .and_then(|pinned| vfs::bind(&device.path, &pinned, &record, MsFlags::empty()))
@@ -1017,23 +1080,16 @@ impl NodeService {
                 requested: fs.name().to_string(),
             });
         }
-        let expected = options.expected_per_mount();
-        if let Some(existing) = table.at(target) {
-            let same = existing.device == staged.device
-                && existing.root == staged.root
-                && vfs::observed_per_mount(existing) == expected;
-            if same {
-                return Ok(());
-            }
-            return Err(MountError::Conflict {
-                path: target.to_path_buf(),
-                existing: describe(existing),
-                requested: format!(
-                    "a bind of {} mounted {}",
-                    staging.display(),
-                    options_text(&expected)
-                ),
-            });
+        let source = staging.display().to_string();
+        if already_bound(
+            &table,
+            target,
+            staged.device,
+            &staged.root,
+            options,
+            &source,
+        )? {
+            return Ok(());
         }
         if capability.single_target() {
             if let Some(other) = table
@@ -1047,21 +1103,9 @@ impl NodeService {
                 });
             }
         }
-        let created = prepare_path("target_path", target, &Kind::Directory)?;
-        let result = Pinned::open("target_path", target, &Kind::Directory)
-            .and_then(|pinned| vfs::bind(&staging, &pinned, target, options.per_mount_flags()));
-        match result {
-            Ok(()) => {
-                tracing::info!(volume_id, target = %target.display(), "published");
-                Ok(())
-            }
-            Err(e) => {
-                if created {
-                    let _ = paths::remove_target("target_path", target);
-                }
-                Err(e)
-            }
-        }
+        bind_target(&staging, target, &Kind::Directory, options)?;
+        tracing::info!(volume_id, target = %target.display(), "published");
+        Ok(())
     }
 
     fn publish_block(
@@ -1090,17 +1134,8 @@ impl NodeService {
             }
         };
         let table = MountTable::read()?;
-        let mounted: Vec<PathBuf> = table
-            .of_device(device.id)
-            .map(|e| e.mount_point.clone())
-            .collect();
-        if !mounted.is_empty() {
-            // Staged as a filesystem: handing out the raw device would corrupt it.
-            return Err(MountError::InUse {
-                device: device.path,
-                mounts: mounted,
-            });
-        }
+        // Staged as a filesystem: handing out the raw device would corrupt it.
+        refuse_if_mounted(&table, &device)?;
         let staging = paths::resolve("staging_target_path", staging)?
             .ok_or_else(|| not_staged(format!("{} does not exist", staging.display())))?;
         match block_record_at(&table, &staging)? {
@@ -1125,23 +1160,9 @@ impl NodeService {
                 std::io::Error::from(std::io::ErrorKind::NotFound),
             )
         })?;
-        let expected = options.expected_per_mount();
-        if let Some(existing) = table.at(target) {
-            let same = existing.device == node.device
-                && existing.root == node.root
-                && vfs::observed_per_mount(existing) == expected;
-            if same {
-                return Ok(());
-            }
-            return Err(MountError::Conflict {
-                path: target.to_path_buf(),
-                existing: describe(existing),
-                requested: format!(
-                    "a bind of block device {} mounted {}",
-                    device.path.display(),
-                    options_text(&expected)
-                ),
-            });
+        let source = format!("block device {}", device.path.display());
+        if already_bound(&table, target, node.device, &node.root, options, &source)? {
+            return Ok(());
         }
         if capability.single_target() {
             // Staging records are binds of the node too, but not publishes.
@@ -1156,21 +1177,9 @@ impl NodeService {
                 });
             }
         }
-        let created = prepare_path("target_path", target, &Kind::File)?;
-        let result = Pinned::open("target_path", target, &Kind::File)
-            .and_then(|pinned| vfs::bind(&device.path, &pinned, target, options.per_mount_flags()));
-        match result {
-            Ok(()) => {
-                tracing::info!(volume_id, target = %target.display(), device = %device.path.display(), "published block device");
-                Ok(())
-            }
-            Err(e) => {
-                if created {
-                    let _ = paths::remove_target("target_path", target);
-                }
-                Err(e)
-            }
-        }
+        bind_target(&device.path, target, &Kind::File, options)?;
+        tracing::info!(volume_id, target = %target.display(), device = %device.path.display(), "published block device");
+        Ok(())
     }
 
     // ---- NodeUnpublishVolume ----
@@ -1550,17 +1559,9 @@ impl Node for NodeService {
         paths::validate_volume_id(&r.volume_id)?;
         let staging = paths::validate("staging_target_path", &r.staging_target_path)?;
         let capability = Capability::parse(r.volume_capability.as_ref())?;
-        let guard = self.lock(&r.volume_id)?;
-        let node = self.clone();
-        detached(guard, async move {
-            node.stage(
-                r.volume_id,
-                staging,
-                capability,
-                r.publish_context,
-                deadline,
-            )
-            .await
+        self.locked(r.volume_id, |node, volume_id| async move {
+            node.stage(volume_id, staging, capability, r.publish_context, deadline)
+                .await
         })
         .await?;
         Ok(Response::new(NodeStageVolumeResponse {}))
@@ -1573,12 +1574,9 @@ impl Node for NodeService {
         let r = request.into_inner();
         paths::validate_volume_id(&r.volume_id)?;
         let staging = paths::validate("staging_target_path", &r.staging_target_path)?;
-        let guard = self.lock(&r.volume_id)?;
-        let node = self.clone();
-        detached(
-            guard,
-            async move { node.unstage(r.volume_id, staging).await },
-        )
+        self.locked(r.volume_id, |node, volume_id| async move {
+            node.unstage(volume_id, staging).await
+        })
         .await?;
         Ok(Response::new(NodeUnstageVolumeResponse {}))
     }
@@ -1600,11 +1598,9 @@ impl Node for NodeService {
                     reason: "staging_target_path is empty, and this node stages volumes".into(),
                 }
             })?;
-        let guard = self.lock(&r.volume_id)?;
-        let node = self.clone();
-        detached(guard, async move {
+        self.locked(r.volume_id, |node, volume_id| async move {
             node.publish(
-                r.volume_id,
+                volume_id,
                 staging,
                 target,
                 capability,
@@ -1624,12 +1620,9 @@ impl Node for NodeService {
         let r = request.into_inner();
         paths::validate_volume_id(&r.volume_id)?;
         let target = paths::validate("target_path", &r.target_path)?;
-        let guard = self.lock(&r.volume_id)?;
-        let node = self.clone();
-        detached(
-            guard,
-            async move { node.unpublish(r.volume_id, target).await },
-        )
+        self.locked(r.volume_id, |node, volume_id| async move {
+            node.unpublish(volume_id, target).await
+        })
         .await?;
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
     }
@@ -1681,12 +1674,11 @@ impl Node for NodeService {
             Some(range) => range.required_bytes.unsigned_abs(),
             None => 0,
         };
-        let guard = self.lock(&r.volume_id)?;
-        let node = self.clone();
-        let capacity = detached(guard, async move {
-            node.expand(r.volume_id, path, required).await
-        })
-        .await?;
+        let capacity = self
+            .locked(r.volume_id, |node, volume_id| async move {
+                node.expand(volume_id, path, required).await
+            })
+            .await?;
         Ok(Response::new(NodeExpandVolumeResponse {
             capacity_bytes: clamp(capacity),
         }))

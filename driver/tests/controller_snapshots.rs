@@ -321,34 +321,21 @@ async fn create_volume_from_a_snapshot_records_its_source(backend: Backend) {
     let env = TestEnv::start(backend).await;
     let mut client = env.controller();
     let source = env
-        .controller()
         .create_volume(create_request("restore-src", 2 * GIB))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .await;
     let s = snapshot(&env, "restore-point", &source.volume_id).await;
     // Asked for less than the snapshot holds, the volume gets the snapshot's size.
-    let v = client
+    let v = env
         .create_volume(from_snapshot("restored", &s.snapshot_id, GIB))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .await;
     assert_eq!(v.capacity_bytes, 2 * GIB);
     assert_eq!(
         v.content_source,
         from_snapshot("", &s.snapshot_id, 0).volume_content_source
     );
-    let again = client
+    let again = env
         .create_volume(from_snapshot("restored", &s.snapshot_id, GIB))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+        .await;
     assert_eq!(again, v);
     // spec: same name, other source → ALREADY_EXISTS.
     assert_status(
@@ -364,27 +351,14 @@ async fn create_volume_from_a_snapshot_records_its_source(backend: Backend) {
 
 async fn create_volume_from_a_volume_clones_it(backend: Backend) {
     let env = TestEnv::start(backend).await;
-    let mut client = env.controller();
     let source = env.create("clone-src").await;
-    let v = client
-        .create_volume(from_volume("cloned", &source, GIB))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = env.create_volume(from_volume("cloned", &source, GIB)).await;
     assert_ne!(v.volume_id, source);
     assert_eq!(
         v.content_source,
         from_volume("", &source, 0).volume_content_source
     );
-    let again = client
-        .create_volume(from_volume("cloned", &source, GIB))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let again = env.create_volume(from_volume("cloned", &source, GIB)).await;
     assert_eq!(again.volume_id, v.volume_id);
     // No temporary snapshot is left behind.
     assert_eq!(env.cloud.list_snapshots(None, 1, 200).unwrap().total, 0);

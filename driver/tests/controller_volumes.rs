@@ -100,25 +100,11 @@ async fn create_volume_rounds_up_to_whole_gib_and_defaults_to_one(backend: Backe
     let env = TestEnv::start(backend).await;
     let mut req = create_request("default-size", 0);
     req.capacity_range = None;
-    let v = env
-        .controller()
-        .create_volume(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = env.create_volume(req).await;
     assert_eq!(v.capacity_bytes, GIB);
 
     let req = create_request("rounded", GIB + GIB / 2);
-    let v = env
-        .controller()
-        .create_volume(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = env.create_volume(req).await;
     assert_eq!(v.capacity_bytes, 2 * GIB);
     assert_eq!(env.cloud.get_volume(&v.volume_id).unwrap().size_gib, 2);
 }
@@ -172,13 +158,7 @@ async fn create_volume_maps_any_128_byte_name_to_a_cloud_name(backend: Backend) 
     let mut client = env.controller();
     let long = format!("PVC With Spaces_and.Dots/{}", "x".repeat(103));
     assert_eq!(long.len(), 128);
-    let v = client
-        .create_volume(create_request(&long, GIB))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = env.create_volume(create_request(&long, GIB)).await;
     let cloud_volume = env.cloud.get_volume(&v.volume_id).unwrap();
     assert!(cloud_volume.name.len() <= 64, "{}", cloud_volume.name);
     assert!(
@@ -186,24 +166,12 @@ async fn create_volume_maps_any_128_byte_name_to_a_cloud_name(backend: Backend) 
         "{}",
         cloud_volume.name
     );
-    let again = client
-        .create_volume(create_request(&long, GIB))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let again = env.create_volume(create_request(&long, GIB)).await;
     assert_eq!(again.volume_id, v.volume_id);
 
     // Two names that map alike apart from the hash are two volumes.
     let other = format!("PVC With Spaces_and.Dots/{}", "y".repeat(103));
-    let w = client
-        .create_volume(create_request(&other, GIB))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let w = env.create_volume(create_request(&other, GIB)).await;
     assert_ne!(w.volume_id, v.volume_id);
 
     let too_long = "n".repeat(129);
@@ -233,13 +201,7 @@ async fn create_volume_rejects_unknown_parameters_naming_the_key(backend: Backen
         ("csi.storage.k8s.io/pv/name", "pvc-123"),
         ("tags", "team:storage,env-test"),
     ]);
-    let v = client
-        .create_volume(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = env.create_volume(req).await;
     let cloud_volume = env.cloud.get_volume(&v.volume_id).unwrap();
     assert_eq!(cloud_volume.tags, ["team:storage", "env-test"]);
     assert!(
@@ -257,13 +219,7 @@ async fn create_volume_places_the_volume_by_topology(backend: Backend) {
         requisite: vec![topology("nyc3"), topology("sfo3")],
         preferred: vec![topology("sfo3")],
     });
-    let v = client
-        .create_volume(req.clone())
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = env.create_volume(req.clone()).await;
     assert_eq!(v.accessible_topology, vec![topology("sfo3")]);
     assert_eq!(env.cloud.get_volume(&v.volume_id).unwrap().region, "sfo3");
 
@@ -292,24 +248,12 @@ async fn create_volume_places_the_volume_by_topology(backend: Backend) {
 
     let mut req = create_request("by-parameter", GIB);
     req.parameters = map(&[("region", "ams3")]);
-    let v = client
-        .create_volume(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = env.create_volume(req).await;
     assert_eq!(v.accessible_topology, vec![topology("ams3")]);
 
     let mut req = create_request("default-region", GIB);
     req.accessibility_requirements = None;
-    let v = client
-        .create_volume(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = env.create_volume(req).await;
     assert_eq!(v.accessible_topology, vec![topology("nyc3")]);
 }
 
@@ -360,13 +304,7 @@ async fn create_volume_applies_valid_mutable_parameters_only(backend: Backend) {
 
     let mut req = create_request("mutable", GIB);
     req.mutable_parameters = map(&[("tags", "gold")]);
-    let v = client
-        .create_volume(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap();
+    let v = env.create_volume(req).await;
     assert_eq!(env.cloud.get_volume(&v.volume_id).unwrap().tags, ["gold"]);
 }
 

@@ -731,16 +731,33 @@ fn fuzz_controller(f: &Fuzzer) {
     );
     f.property(
         "CreateVolume",
-        (
-            name(),
-            capacity(),
-            capabilities(),
-            map(),
-            map(),
-            k.content_source(),
-            topology(),
-            map(),
-        ),
+        // Half arbitrary, half plausible (no parameters, a sane size), so requests get
+        // past validation and reach the cloud.
+        prop_oneof![
+            (
+                name(),
+                capacity(),
+                capabilities(),
+                map(),
+                map(),
+                k.content_source(),
+                topology(),
+                map(),
+            ),
+            (
+                name(),
+                (0i64..=20).prop_map(|g| Some(CapacityRange {
+                    required_bytes: g << 30,
+                    limit_bytes: 0,
+                })),
+                prop::collection::vec(capability(), 1..3),
+                Just(HashMap::new()),
+                map(),
+                k.content_source(),
+                Just(None),
+                Just(HashMap::new()),
+            ),
+        ],
         |(name, capacity_range, caps, parameters, secrets, source, topo, mutable)| {
             let mut c = f.controller();
             async move {

@@ -549,35 +549,15 @@ async fn mount_lifecycle(env: &Env, capability: VolumeCapability, size: u64) -> 
 
 async fn mount_lifecycle_ext4_keeps_data_across_restage(env: Env) -> Result<()> {
     mount_lifecycle(&env, ext4(), 64 * MIB).await?;
-    let fs = run(
-        "blkid",
-        &[
-            "-p",
-            "-o",
-            "value",
-            "-s",
-            "TYPE",
-            &path_text(&env.image_path("v")),
-        ],
-    )?;
-    ensure!(fs.trim() == "ext4", "image holds {fs:?}");
+    let fs = signature(&env.image_path("v"))?;
+    ensure!(fs == "ext4", "image holds {fs:?}");
     Ok(())
 }
 
 async fn mount_lifecycle_xfs_keeps_data_across_restage(env: Env) -> Result<()> {
     mount_lifecycle(&env, xfs(), 512 * MIB).await?;
-    let fs = run(
-        "blkid",
-        &[
-            "-p",
-            "-o",
-            "value",
-            "-s",
-            "TYPE",
-            &path_text(&env.image_path("v")),
-        ],
-    )?;
-    ensure!(fs.trim() == "xfs", "image holds {fs:?}");
+    let fs = signature(&env.image_path("v"))?;
+    ensure!(fs == "xfs", "image holds {fs:?}");
     Ok(())
 }
 
@@ -726,18 +706,8 @@ async fn staging_differently_is_already_exists(env: Env) -> Result<()> {
         Code::AlreadyExists,
         "raw block",
     )?;
-    let fs = run(
-        "blkid",
-        &[
-            "-p",
-            "-o",
-            "value",
-            "-s",
-            "TYPE",
-            &path_text(&env.image_path("v")),
-        ],
-    )?;
-    ensure!(fs.trim() == "ext4", "the device was touched: {fs:?}");
+    let fs = signature(&env.image_path("v"))?;
+    ensure!(fs == "ext4", "the device was touched: {fs:?}");
     env.unpublish_and_unstage("v", &staging, &target).await?;
 
     // Flags are honoured, and the same flags again are the same staging.
@@ -770,11 +740,8 @@ async fn a_device_holding_data_is_never_formatted(env: Env) -> Result<()> {
         Code::FailedPrecondition,
         "holds a xfs filesystem",
     )?;
-    let fs = run(
-        "blkid",
-        &["-p", "-o", "value", "-s", "TYPE", &path_text(&image)],
-    )?;
-    ensure!(fs.trim() == "xfs", "the xfs filesystem was touched: {fs:?}");
+    let fs = signature(&image)?;
+    ensure!(fs == "xfs", "the xfs filesystem was touched: {fs:?}");
     ensure!(
         leftovers(env.root())?.is_empty(),
         "a failed stage left {:?}",
@@ -861,11 +828,7 @@ async fn a_second_target_follows_the_access_mode(env: Env) -> Result<()> {
 }
 
 async fn same_target_with_other_arguments_is_already_exists(env: Env) -> Result<()> {
-    env.image("v", 64 * MIB)?;
-    let staging = env.staging("s")?;
-    let target = env.target("t");
-    env.stage_and_publish("v", &staging, &target, ext4())
-        .await?;
+    let (staging, target) = published_ext4(&env).await?;
     expect_code(
         "readonly now",
         env.publish("v", &staging, &target, ext4(), true).await,
@@ -1158,11 +1121,7 @@ async fn xfs_expands_online(env: Env) -> Result<()> {
 }
 
 async fn ext4_online_expansion_never_reports_false_success(env: Env) -> Result<()> {
-    env.image("v", 64 * MIB)?;
-    let staging = env.staging("s")?;
-    let target = env.target("t");
-    env.stage_and_publish("v", &staging, &target, ext4())
-        .await?;
+    let (staging, target) = published_ext4(&env).await?;
     let before = statvfs_total(&target)?;
     env.grow_image("v", 128 * MIB)?;
     match env.expand("v", &target, 128 * MIB).await {
@@ -1188,11 +1147,7 @@ async fn ext4_online_expansion_never_reports_false_success(env: Env) -> Result<(
 }
 
 async fn ext4_grows_offline_when_staged_again(env: Env) -> Result<()> {
-    env.image("v", 64 * MIB)?;
-    let staging = env.staging("s")?;
-    let target = env.target("t");
-    env.stage_and_publish("v", &staging, &target, ext4())
-        .await?;
+    let (staging, target) = published_ext4(&env).await?;
     std::fs::write(target.join("data"), b"survives offline growth")?;
     let before = statvfs_total(&target)?;
     env.unpublish_and_unstage("v", &staging, &target).await?;
@@ -1255,11 +1210,7 @@ async fn state_survives_a_driver_restart(env: Env) -> Result<()> {
 }
 
 async fn unstage_while_published_is_refused(env: Env) -> Result<()> {
-    env.image("v", 64 * MIB)?;
-    let staging = env.staging("s")?;
-    let target = env.target("t");
-    env.stage_and_publish("v", &staging, &target, ext4())
-        .await?;
+    let (staging, target) = published_ext4(&env).await?;
     expect_code(
         "unstage while published",
         env.unstage("v", &staging).await,
@@ -1432,6 +1383,16 @@ async fn a_mount_that_vanishes_takes_its_loop_device_with_it(env: Env) -> Result
 }
 
 // ---- Raw block staging records ----
+
+/// Volume "v" (64 MiB) staged at "s" and published at "t" as ext4: `(staging, target)`.
+async fn published_ext4(env: &Env) -> Result<(PathBuf, PathBuf)> {
+    env.image("v", 64 * MIB)?;
+    let staging = env.staging("s")?;
+    let target = env.target("t");
+    env.stage_and_publish("v", &staging, &target, ext4())
+        .await?;
+    Ok((staging, target))
+}
 
 /// `<staging>/block-device`, parents resolved: where a raw block stage binds the device.
 fn record_in(staging: &Path) -> Result<PathBuf> {

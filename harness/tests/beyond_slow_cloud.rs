@@ -9,7 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use beyond_common::{start_driver, BeyondFault, FaultProxy};
+use beyond_common::{BeyondFault, FaultProxy};
+use common::TestDriver;
 
 const LATENCY: &[&str] = &[
     "--attach-latency=2s",
@@ -27,7 +28,7 @@ fn slow_config(driver: &common::TestDriver, endpoint: &str, focus: &str) -> csi_
 #[test]
 fn retries_resume_the_slow_clouds_actions() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let driver = rt.block_on(start_driver(LATENCY));
+    let driver = rt.block_on(TestDriver::start_with(LATENCY));
     let report = csi_sanity::run(slow_config(
         &driver,
         &driver.endpoint(),
@@ -48,7 +49,7 @@ fn retries_resume_the_slow_clouds_actions() {
 #[test]
 fn slow_cloud_specs_fail_against_a_driver_that_does_not_resume() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let driver = rt.block_on(start_driver(LATENCY));
+    let driver = rt.block_on(TestDriver::start_with(LATENCY));
     let cases = [
         (
             BeyondFault::AttachRestartsOnRetry,

@@ -18,6 +18,24 @@ const SERVICE: Need = Need::PluginService(PluginService::GroupControllerService)
 const GROUP_SNAPSHOTS: Need =
     Need::GroupControllerCap(GroupRpc::CreateDeleteGetVolumeGroupSnapshot);
 
+/// A GetVolumeGroupSnapshot of `group_snapshot_id`, with the configured secrets.
+fn get_request(ctx: &Ctx, group_snapshot_id: String) -> GetVolumeGroupSnapshotRequest {
+    GetVolumeGroupSnapshotRequest {
+        group_snapshot_id,
+        snapshot_ids: vec![],
+        secrets: ctx.secrets(Secret::GetVolumeGroupSnapshot),
+    }
+}
+
+/// A DeleteVolumeGroupSnapshot of `group_snapshot_id`, with the configured secrets.
+fn delete_request(ctx: &Ctx, group_snapshot_id: String) -> DeleteVolumeGroupSnapshotRequest {
+    DeleteVolumeGroupSnapshotRequest {
+        group_snapshot_id,
+        snapshot_ids: vec![],
+        secrets: ctx.secrets(Secret::DeleteVolumeGroupSnapshot),
+    }
+}
+
 pub fn specs() -> Vec<Spec> {
     vec![
         spec!(
@@ -63,12 +81,8 @@ pub fn specs() -> Vec<Spec> {
             "spec GetVolumeGroupSnapshot: group_snapshot_id is REQUIRED",
             [SERVICE, GROUP_SNAPSHOTS],
             |ctx: Ctx| async move {
-                call!(ctx.group_controller(), get_volume_group_snapshot, "GetVolumeGroupSnapshot", GetVolumeGroupSnapshotRequest {
-                    group_snapshot_id: String::new(),
-                    snapshot_ids: vec![],
-                    secrets: ctx.secrets(Secret::GetVolumeGroupSnapshot),
-                })
-                .code(Code::InvalidArgument, "GetVolumeGroupSnapshot: group_snapshot_id is REQUIRED → INVALID_ARGUMENT")?;
+                call!(ctx.group_controller(), get_volume_group_snapshot, "GetVolumeGroupSnapshot", get_request(&ctx, String::new()))
+                    .code(Code::InvalidArgument, "GetVolumeGroupSnapshot: group_snapshot_id is REQUIRED → INVALID_ARGUMENT")?;
                 Ok(())
             }
         ),
@@ -78,12 +92,8 @@ pub fn specs() -> Vec<Spec> {
             "spec DeleteVolumeGroupSnapshot: group_snapshot_id is REQUIRED",
             [SERVICE, GROUP_SNAPSHOTS],
             |ctx: Ctx| async move {
-                call!(ctx.group_controller(), delete_volume_group_snapshot, "DeleteVolumeGroupSnapshot", DeleteVolumeGroupSnapshotRequest {
-                    group_snapshot_id: String::new(),
-                    snapshot_ids: vec![],
-                    secrets: ctx.secrets(Secret::DeleteVolumeGroupSnapshot),
-                })
-                .code(Code::InvalidArgument, "DeleteVolumeGroupSnapshot: group_snapshot_id is REQUIRED → INVALID_ARGUMENT")?;
+                call!(ctx.group_controller(), delete_volume_group_snapshot, "DeleteVolumeGroupSnapshot", delete_request(&ctx, String::new()))
+                    .code(Code::InvalidArgument, "DeleteVolumeGroupSnapshot: group_snapshot_id is REQUIRED → INVALID_ARGUMENT")?;
                 Ok(())
             }
         ),
@@ -93,12 +103,8 @@ pub fn specs() -> Vec<Spec> {
             "spec GetVolumeGroupSnapshot: \"Volume group snapshot does not exist\" → 5 NOT_FOUND",
             [SERVICE, GROUP_SNAPSHOTS],
             |ctx: Ctx| async move {
-                call!(ctx.group_controller(), get_volume_group_snapshot, "GetVolumeGroupSnapshot", GetVolumeGroupSnapshotRequest {
-                    group_snapshot_id: ctx.unknown_snapshot_id(),
-                    snapshot_ids: vec![],
-                    secrets: ctx.secrets(Secret::GetVolumeGroupSnapshot),
-                })
-                .code(Code::NotFound, "GetVolumeGroupSnapshot: an unknown group snapshot → NOT_FOUND")?;
+                call!(ctx.group_controller(), get_volume_group_snapshot, "GetVolumeGroupSnapshot", get_request(&ctx, ctx.unknown_snapshot_id()))
+                    .code(Code::NotFound, "GetVolumeGroupSnapshot: an unknown group snapshot → NOT_FOUND")?;
                 Ok(())
             }
         ),
@@ -108,12 +114,8 @@ pub fn specs() -> Vec<Spec> {
             "spec DeleteVolumeGroupSnapshot: a group snapshot that does not exist → 0 OK",
             [SERVICE, GROUP_SNAPSHOTS],
             |ctx: Ctx| async move {
-                call!(ctx.group_controller(), delete_volume_group_snapshot, "DeleteVolumeGroupSnapshot", DeleteVolumeGroupSnapshotRequest {
-                    group_snapshot_id: ctx.unknown_snapshot_id(),
-                    snapshot_ids: vec![],
-                    secrets: ctx.secrets(Secret::DeleteVolumeGroupSnapshot),
-                })
-                .ok("DeleteVolumeGroupSnapshot: an unknown group snapshot MUST reply OK")?;
+                call!(ctx.group_controller(), delete_volume_group_snapshot, "DeleteVolumeGroupSnapshot", delete_request(&ctx, ctx.unknown_snapshot_id()))
+                    .ok("DeleteVolumeGroupSnapshot: an unknown group snapshot MUST reply OK")?;
                 Ok(())
             }
         ),

@@ -38,6 +38,36 @@ fn snapshots(resp: ListSnapshotsResponse) -> Vec<Snapshot> {
         .collect()
 }
 
+/// What ListSnapshots with `req` lists, which it must answer OK, and the request as
+/// sent, for failure messages.
+async fn listed(
+    ctx: &Ctx,
+    req: ListSnapshotsRequest,
+    rule: &str,
+) -> Result<(String, Vec<Snapshot>), Failure> {
+    let c = list(ctx, req).await;
+    let request = c.request.clone();
+    Ok((request, snapshots(c.ok(rule)?)))
+}
+
+/// ListSnapshots with `req`, a filter that matches no snapshot, must answer OK with
+/// an empty list.
+async fn expect_none_listed(
+    ctx: &Ctx,
+    req: ListSnapshotsRequest,
+    rule: &str,
+) -> Result<(), Failure> {
+    let (request, got) = listed(ctx, req, rule).await?;
+    ensure_call(
+        got.is_empty(),
+        "ListSnapshots",
+        &request,
+        "no entries",
+        &got,
+        rule,
+    )
+}
+
 /// A volume and a snapshot of it.
 async fn volume_and_snapshot(ctx: &Ctx, tag: &str) -> Result<(String, Snapshot), Failure> {
     let v = ctx
@@ -113,9 +143,8 @@ fn list_specs() -> Vec<Spec> {
             [LIST_SNAPSHOTS],
             |ctx: Ctx| async move {
                 const RULE: &str = "ListSnapshots: every entry has a snapshot with snapshot_id and source_volume_id";
-                let c = list(&ctx, ListSnapshotsRequest::default()).await;
-                let request = c.request.clone();
-                for s in snapshots(c.ok(RULE)?) {
+                let (request, got) = listed(&ctx, ListSnapshotsRequest::default(), RULE).await?;
+                for s in got {
                     ensure_call(!s.snapshot_id.is_empty() && !s.source_volume_id.is_empty(), "ListSnapshots", &request,
                         "snapshot_id and source_volume_id set", &s, RULE)?;
                 }
@@ -132,9 +161,7 @@ fn list_specs() -> Vec<Spec> {
                 let (volume_id, snap) = volume_and_snapshot(&ctx, "list-by-id").await?;
                 // A second snapshot, which must not come back.
                 ctx.create_snapshot(&ctx.unique_name("list-by-id-other"), &volume_id).await?;
-                let c = list(&ctx, ListSnapshotsRequest { snapshot_id: snap.snapshot_id.clone(), ..Default::default() }).await;
-                let request = c.request.clone();
-                let got = snapshots(c.ok(RULE)?);
+                let (request, got) = listed(&ctx, ListSnapshotsRequest { snapshot_id: snap.snapshot_id.clone(), ..Default::default() }, RULE).await?;
                 ensure_call(got.len() == 1 && got[0].snapshot_id == snap.snapshot_id, "ListSnapshots", &request,
                     format!("exactly snapshot {}", snap.snapshot_id), &got, RULE)
             }
@@ -146,10 +173,7 @@ fn list_specs() -> Vec<Spec> {
             [LIST_SNAPSHOTS],
             |ctx: Ctx| async move {
                 const RULE: &str = "ListSnapshots: an unknown snapshot_id gives OK with no entries";
-                let c = list(&ctx, ListSnapshotsRequest { snapshot_id: ctx.unknown_snapshot_id(), ..Default::default() }).await;
-                let request = c.request.clone();
-                let got = snapshots(c.ok(RULE)?);
-                ensure_call(got.is_empty(), "ListSnapshots", &request, "no entries", &got, RULE)
+                expect_none_listed(&ctx, ListSnapshotsRequest { snapshot_id: ctx.unknown_snapshot_id(), ..Default::default() }, RULE).await
             }
         ),
         spec!(
@@ -162,9 +186,7 @@ fn list_specs() -> Vec<Spec> {
                 let (volume_id, snap) = volume_and_snapshot(&ctx, "list-by-source").await?;
                 // A snapshot of another volume must not show up.
                 let (_, other) = volume_and_snapshot(&ctx, "list-by-source-other").await?;
-                let c = list(&ctx, ListSnapshotsRequest { source_volume_id: volume_id.clone(), ..Default::default() }).await;
-                let request = c.request.clone();
-                let got = snapshots(c.ok(RULE)?);
+                let (request, got) = listed(&ctx, ListSnapshotsRequest { source_volume_id: volume_id.clone(), ..Default::default() }, RULE).await?;
                 ensure_call(got.iter().any(|s| s.snapshot_id == snap.snapshot_id), "ListSnapshots", &request,
                     format!("snapshot {} of volume {volume_id}", snap.snapshot_id), &got, RULE)?;
                 ensure_call(got.iter().all(|s| s.source_volume_id == volume_id && s.snapshot_id != other.snapshot_id), "ListSnapshots", &request,
@@ -178,10 +200,7 @@ fn list_specs() -> Vec<Spec> {
             [LIST_SNAPSHOTS],
             |ctx: Ctx| async move {
                 const RULE: &str = "ListSnapshots: an unknown source_volume_id gives OK with no entries";
-                let c = list(&ctx, ListSnapshotsRequest { source_volume_id: ctx.unknown_volume_id(), ..Default::default() }).await;
-                let request = c.request.clone();
-                let got = snapshots(c.ok(RULE)?);
-                ensure_call(got.is_empty(), "ListSnapshots", &request, "no entries", &got, RULE)
+                expect_none_listed(&ctx, ListSnapshotsRequest { source_volume_id: ctx.unknown_volume_id(), ..Default::default() }, RULE).await
             }
         ),
         spec!(

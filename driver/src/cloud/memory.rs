@@ -200,6 +200,26 @@ impl MemoryCloud {
         result
     }
 
+    /// [`call`](Self::call) for a model call about one resource: `f` gets its id.
+    async fn call_on<R, F>(&self, call: &'static str, id: &str, f: F) -> Result<R, CloudError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&fake_cloud::Cloud, &str) -> Result<R, fake_cloud::CloudError> + Send + 'static,
+    {
+        let id = id.to_string();
+        self.call(call, move |c| f(c, &id)).await
+    }
+
+    /// An attach, detach or resize of the volume.
+    async fn volume_action<F>(&self, v: &Volume, f: F) -> Result<Action, CloudError>
+    where
+        F: FnOnce(&fake_cloud::Cloud, &str) -> Result<fake_cloud::Action, fake_cloud::CloudError>
+            + Send
+            + 'static,
+    {
+        self.call_on("volume_action", &v.id, f).await.map(action)
+    }
+
     /// Every page of a list.
     fn all_pages<T>(
         mut page: impl FnMut(u32) -> Result<fake_cloud::Page<T>, fake_cloud::CloudError>,
@@ -311,17 +331,15 @@ impl CloudApi for MemoryCloud {
         req: NewVolume,
         _deadline: Deadline,
     ) -> Result<Volume, CloudError> {
-        let source = source_volume_id.to_string();
-        self.call("clone_volume", move |c| {
-            c.clone_volume(&source, request(req))
+        self.call_on("clone_volume", source_volume_id, move |c, source| {
+            c.clone_volume(source, request(req))
         })
         .await
         .map(volume)
     }
 
     async fn get_volume(&self, id: &str, _deadline: Deadline) -> Result<Volume, CloudError> {
-        let id = id.to_string();
-        self.call("get_volume", move |c| c.get_volume(&id))
+        self.call_on("get_volume", id, |c, id| c.get_volume(id))
             .await
             .map(volume)
     }
@@ -331,9 +349,8 @@ impl CloudApi for MemoryCloud {
         name: &str,
         _deadline: Deadline,
     ) -> Result<Vec<Volume>, CloudError> {
-        let name = name.to_string();
-        self.call("list_volumes", move |c| {
-            Self::all_pages(|n| c.list_volumes(Some(&name), None, n, PAGE))
+        self.call_on("list_volumes", name, |c, name| {
+            Self::all_pages(|n| c.list_volumes(Some(name), None, n, PAGE))
         })
         .await
         .map(|all| all.into_iter().map(volume).collect())
@@ -348,8 +365,7 @@ impl CloudApi for MemoryCloud {
     }
 
     async fn delete_volume(&self, id: &str, _deadline: Deadline) -> Result<(), CloudError> {
-        let id = id.to_string();
-        self.call("delete_volume", move |c| c.delete_volume(&id))
+        self.call_on("delete_volume", id, |c, id| c.delete_volume(id))
             .await
     }
 
@@ -359,8 +375,7 @@ impl CloudApi for MemoryCloud {
         tags: Vec<String>,
         _deadline: Deadline,
     ) -> Result<Volume, CloudError> {
-        let id = id.to_string();
-        self.call("update_volume", move |c| c.update_tags(&id, tags))
+        self.call_on("update_volume", id, |c, id| c.update_tags(id, tags))
             .await
             .map(volume)
     }
@@ -371,10 +386,8 @@ impl CloudApi for MemoryCloud {
         droplet_id: u64,
         _deadline: Deadline,
     ) -> Result<Action, CloudError> {
-        let id = v.id.clone();
-        self.call("volume_action", move |c| c.attach(&id, droplet_id))
+        self.volume_action(v, move |c, id| c.attach(id, droplet_id))
             .await
-            .map(action)
     }
 
     async fn detach(
@@ -383,10 +396,8 @@ impl CloudApi for MemoryCloud {
         droplet_id: u64,
         _deadline: Deadline,
     ) -> Result<Action, CloudError> {
-        let id = v.id.clone();
-        self.call("volume_action", move |c| c.detach(&id, droplet_id))
+        self.volume_action(v, move |c, id| c.detach(id, droplet_id))
             .await
-            .map(action)
     }
 
     async fn resize(
@@ -395,10 +406,8 @@ impl CloudApi for MemoryCloud {
         size_gib: u64,
         _deadline: Deadline,
     ) -> Result<Action, CloudError> {
-        let id = v.id.clone();
-        self.call("volume_action", move |c| c.resize(&id, size_gib))
+        self.volume_action(v, move |c, id| c.resize(id, size_gib))
             .await
-            .map(action)
     }
 
     async fn get_action(
@@ -407,8 +416,7 @@ impl CloudApi for MemoryCloud {
         action_id: u64,
         _deadline: Deadline,
     ) -> Result<Action, CloudError> {
-        let volume_id = volume_id.to_string();
-        self.call("get_action", move |c| {
+        self.call_on("get_action", volume_id, move |c, volume_id| {
             let a = c.get_action(action_id)?;
             if a.volume_id == volume_id {
                 Ok(a)
@@ -425,9 +433,8 @@ impl CloudApi for MemoryCloud {
         volume_id: &str,
         _deadline: Deadline,
     ) -> Result<Vec<Action>, CloudError> {
-        let volume_id = volume_id.to_string();
-        self.call("list_volume_actions", move |c| {
-            c.list_volume_actions(&volume_id)
+        self.call_on("list_volume_actions", volume_id, |c, volume_id| {
+            c.list_volume_actions(volume_id)
         })
         .await
         .map(|all| all.into_iter().map(action).collect())
@@ -459,8 +466,7 @@ impl CloudApi for MemoryCloud {
     }
 
     async fn get_snapshot(&self, id: &str, _deadline: Deadline) -> Result<Snapshot, CloudError> {
-        let id = id.to_string();
-        self.call("get_snapshot", move |c| c.get_snapshot(&id))
+        self.call_on("get_snapshot", id, |c, id| c.get_snapshot(id))
             .await
             .map(snapshot)
     }
@@ -479,8 +485,7 @@ impl CloudApi for MemoryCloud {
     }
 
     async fn delete_snapshot(&self, id: &str, _deadline: Deadline) -> Result<(), CloudError> {
-        let id = id.to_string();
-        self.call("delete_snapshot", move |c| c.delete_snapshot(&id))
+        self.call_on("delete_snapshot", id, |c, id| c.delete_snapshot(id))
             .await
     }
 }

@@ -203,15 +203,22 @@ impl TestEnv {
         self.cloud.set_faults(faults);
     }
 
-    /// Create a 1 GiB mount volume and return its id.
-    pub async fn create(&self, name: &str) -> String {
+    /// Create a volume, expecting success, and return it.
+    pub async fn create_volume(&self, req: CreateVolumeRequest) -> Volume {
+        let name = req.name.clone();
         self.controller()
-            .create_volume(create_request(name, GIB))
+            .create_volume(req)
             .await
             .unwrap_or_else(|e| panic!("CreateVolume {name}: {e:?}"))
             .into_inner()
             .volume
             .expect("volume")
+    }
+
+    /// Create a 1 GiB mount volume and return its id.
+    pub async fn create(&self, name: &str) -> String {
+        self.create_volume(create_request(name, GIB))
+            .await
             .volume_id
     }
 

@@ -13,18 +13,16 @@
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use csi_proto::v1::controller_client::ControllerClient;
-use csi_proto::v1::controller_server::{Controller, ControllerServer};
+use csi_proto::v1::controller_server::Controller;
 use csi_proto::v1::identity_client::IdentityClient;
-use csi_proto::v1::identity_server::{Identity, IdentityServer};
+use csi_proto::v1::identity_server::Identity;
 use csi_proto::v1::node_client::NodeClient;
-use csi_proto::v1::node_server::{Node, NodeServer};
+use csi_proto::v1::node_server::Node;
 use csi_proto::v1::*;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
@@ -244,43 +242,33 @@ pub struct FaultProxy {
     state: Arc<State>,
 }
 
-/// A proxy serving on a socket; dropping it stops the server.
-pub struct RunningProxy {
-    pub endpoint: String,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
+pub use crate::common::RunningProxy;
 
 impl FaultProxy {
     /// Serve a proxy to `upstream` with `fault` on a fresh socket.
     pub async fn start(upstream: &str, fault: BeyondFault) -> RunningProxy {
-        let channel = csi_sanity::connect::connect(upstream, Duration::from_secs(5))
-            .await
-            .expect("the proxy reaches the driver");
-        let proxy = FaultProxy {
-            identity: IdentityClient::new(channel.clone()),
-            controller: ControllerClient::new(channel.clone()),
-            node: NodeClient::new(channel),
+        let (identity, controller, node) = crate::common::connect_upstream(upstream).await;
+        crate::common::serve_proxy(FaultProxy {
+            identity,
+            controller,
+            node,
             fault,
             state: Arc::default(),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let socket: PathBuf = dir.path().join("proxy.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
-            .add_service(IdentityServer::new(proxy.clone()))
-            .add_service(ControllerServer::new(proxy.clone()))
-            .add_service(NodeServer::new(proxy))
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-                let _ = rx.await;
-            });
-        tokio::spawn(server);
-        RunningProxy {
-            endpoint: format!("unix://{}", socket.display()),
-            _dir: dir,
-            _stop: tx,
-        }
+        })
+    }
+
+    /// The nodes the driver says `volume_id` is published to; `None` when
+    /// ControllerGetVolume fails or reports no status.
+    async fn published_nodes(&self, volume_id: &str) -> Option<Vec<String>> {
+        self.controller
+            .clone()
+            .controller_get_volume(ControllerGetVolumeRequest {
+                volume_id: volume_id.to_string(),
+            })
+            .await
+            .ok()
+            .and_then(|v| v.into_inner().status)
+            .map(|s| s.published_node_ids)
     }
 
     fn calls_so_far(&self, key: &CallKey) -> u64 {
@@ -399,15 +387,9 @@ impl FaultProxy {
             F::UnpublishUnattachedNotFound => {
                 if let Some(r) = any.downcast_ref::<ControllerUnpublishVolumeRequest>() {
                     let attached = self
-                        .controller
-                        .clone()
-                        .controller_get_volume(ControllerGetVolumeRequest {
-                            volume_id: r.volume_id.clone(),
-                        })
+                        .published_nodes(&r.volume_id)
                         .await
-                        .ok()
-                        .and_then(|v| v.into_inner().status)
-                        .is_some_and(|s| s.published_node_ids.contains(&r.node_id));
+                        .is_some_and(|nodes| nodes.contains(&r.node_id));
                     if !attached {
                         return Step::Fail(Status::not_found(
                             "proxy: the volume is not attached to the node",
@@ -574,15 +556,9 @@ impl FaultProxy {
             F::OfflineOnlyConforming => {
                 if let Some(r) = any.downcast_ref::<ControllerExpandVolumeRequest>() {
                     let published = self
-                        .controller
-                        .clone()
-                        .controller_get_volume(ControllerGetVolumeRequest {
-                            volume_id: r.volume_id.clone(),
-                        })
+                        .published_nodes(&r.volume_id)
                         .await
-                        .ok()
-                        .and_then(|v| v.into_inner().status)
-                        .is_some_and(|s| !s.published_node_ids.is_empty());
+                        .is_some_and(|nodes| !nodes.is_empty());
                     if published {
                         return Step::Fail(Status::failed_precondition(
                             "proxy: the volume is published; this plugin expands offline only",
@@ -887,27 +863,3 @@ forward!(Node, node, {
     node_get_capabilities(NodeGetCapabilitiesRequest) -> NodeGetCapabilitiesResponse, "NodeGetCapabilities";
     node_get_info(NodeGetInfoRequest) -> NodeGetInfoResponse, "NodeGetInfo";
 });
-
-/// Start the project's driver with extra flags (e.g. `--attach-latency=2s`), under a
-/// temporary directory, as `common::TestDriver` does.
-pub async fn start_driver(extra: &[&str]) -> crate::common::TestDriver {
-    use clap::Parser;
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let (data, devices) = (dir.path().join("cloud"), dir.path().join("by-id"));
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::create_dir_all(&devices).unwrap();
-    let mut args = vec![
-        "csi-driver".to_string(),
-        format!(
-            "--endpoint=unix://{}",
-            dir.path().join("csi.sock").display()
-        ),
-        format!("--data-dir={}", data.display()),
-        format!("--device-dir={}", devices.display()),
-        "--log-level=error".to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let config = csi_driver::Config::try_parse_from(args).unwrap();
-    let driver = csi_driver::start(config).await.expect("the driver starts");
-    crate::common::TestDriver { driver, dir }
-}

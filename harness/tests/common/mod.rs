@@ -28,11 +28,16 @@ pub struct TestDriver {
 
 impl TestDriver {
     pub async fn start() -> TestDriver {
+        TestDriver::start_with(&[]).await
+    }
+
+    /// Start the driver with extra flags (e.g. `--attach-latency=2s`).
+    pub async fn start_with(extra: &[&str]) -> TestDriver {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let (data, devices) = (dir.path().join("cloud"), dir.path().join("by-id"));
         std::fs::create_dir_all(&data).unwrap();
         std::fs::create_dir_all(&devices).unwrap();
-        let config = csi_driver::Config::try_parse_from([
+        let mut args = vec![
             "csi-driver".to_string(),
             format!(
                 "--endpoint=unix://{}",
@@ -41,8 +46,9 @@ impl TestDriver {
             format!("--data-dir={}", data.display()),
             format!("--device-dir={}", devices.display()),
             "--log-level=error".to_string(),
-        ])
-        .unwrap();
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let config = csi_driver::Config::try_parse_from(args).unwrap();
         let driver = csi_driver::start(config).await.expect("the driver starts");
         TestDriver { driver, dir }
     }
@@ -127,37 +133,57 @@ pub struct RunningProxy {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+/// Clients of the three CSI services at `upstream`, for a proxy to forward to.
+pub async fn connect_upstream(
+    upstream: &str,
+) -> (
+    IdentityClient<Channel>,
+    ControllerClient<Channel>,
+    NodeClient<Channel>,
+) {
+    let channel = csi_sanity::connect::connect(upstream, std::time::Duration::from_secs(5))
+        .await
+        .expect("the proxy reaches the driver");
+    (
+        IdentityClient::new(channel.clone()),
+        ControllerClient::new(channel.clone()),
+        NodeClient::new(channel),
+    )
+}
+
+/// Serve `proxy` as all three CSI services on a fresh socket.
+pub fn serve_proxy<P: Identity + Controller + Node + Clone>(proxy: P) -> RunningProxy {
+    let dir = tempfile::tempdir().unwrap();
+    let socket: PathBuf = dir.path().join("proxy.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(proxy.clone()))
+        .add_service(ControllerServer::new(proxy.clone()))
+        .add_service(NodeServer::new(proxy))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            let _ = rx.await;
+        });
+    tokio::spawn(server);
+    RunningProxy {
+        endpoint: format!("unix://{}", socket.display()),
+        _dir: dir,
+        _stop: tx,
+    }
+}
+
 impl Proxy {
     /// Serve a proxy to `upstream` with `fault` on a fresh socket.
     pub async fn start(upstream: &str, fault: Fault) -> RunningProxy {
-        let channel = csi_sanity::connect::connect(upstream, std::time::Duration::from_secs(5))
-            .await
-            .expect("the proxy reaches the driver");
-        let proxy = Proxy {
-            identity: IdentityClient::new(channel.clone()),
-            controller: ControllerClient::new(channel.clone()),
-            node: NodeClient::new(channel),
+        let (identity, controller, node) = connect_upstream(upstream).await;
+        serve_proxy(Proxy {
+            identity,
+            controller,
+            node,
             fault,
             volumes: Default::default(),
             snapshots: Default::default(),
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let socket: PathBuf = dir.path().join("proxy.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
-            .add_service(IdentityServer::new(proxy.clone()))
-            .add_service(ControllerServer::new(proxy.clone()))
-            .add_service(NodeServer::new(proxy))
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-                let _ = rx.await;
-            });
-        tokio::spawn(server);
-        RunningProxy {
-            endpoint: format!("unix://{}", socket.display()),
-            _dir: dir,
-            _stop: tx,
-        }
+        })
     }
 
     fn is(&self, fault: Fault) -> bool {

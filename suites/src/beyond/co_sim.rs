@@ -23,7 +23,7 @@ use csi_proto::v1::{NodeGetCapabilitiesRequest, NodeGetVolumeStatsRequest};
 
 use super::co::{settle, RetryPolicy, Rpc, SIDECAR_NON_FINAL};
 use super::data::{data_reachable, verify_pattern, write_pattern};
-use super::observe::{expect_published_to, reports_published_nodes};
+use super::observe::expect_published_to_where_reported;
 use super::{
     attaches, controller_unpublish_request, delete_volume_request, node_unpublish_request,
     node_unstage_request, seed, CREATE_DELETE, NODE, PUBLISH,
@@ -189,10 +189,7 @@ pub fn specs() -> Vec<Spec> {
                 kubelet_unmounts(&ctx, &v.volume_id, &m).await?;
                 step(&ctx, &controller_unpublish_request(&ctx, &v.volume_id, &first), attacher(&ctx)).await?;
                 step(&ctx, &ctx.controller_publish_request(&v, &second), attacher(&ctx)).await?;
-                if reports_published_nodes(&ctx) {
-                    expect_published_to(&ctx, &v.volume_id, &[&second], RULE).await?;
-                }
-                Ok(())
+                expect_published_to_where_reported(&ctx, &v.volume_id, &[&second], RULE).await
             }
         ),
         spec!(

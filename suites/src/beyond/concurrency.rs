@@ -8,9 +8,7 @@ use tonic::Code;
 
 use super::co::{expect_same_again, send, settle, RetryPolicy};
 use super::data::{data_reachable, verify_pattern, write_pattern};
-use super::observe::{
-    expect_published_to, reports_published_nodes, volumes_published_to, VolumeCensus,
-};
+use super::observe::{expect_published_to_where_reported, volumes_published_to, VolumeCensus};
 use super::{available_fresh, seed, CREATE_DELETE, NODE, PUBLISH};
 use crate::check::{ensure, Failure};
 use crate::{spec, Ctx, Need, Spec};
@@ -92,10 +90,8 @@ pub fn specs() -> Vec<Spec> {
                 for c in settled {
                     c?.ok(RULE)?;
                 }
-                if reports_published_nodes(&ctx) {
-                    for v in &volumes {
-                        expect_published_to(&ctx, &v.volume_id, &[&info.node_id], RULE).await?;
-                    }
+                for v in &volumes {
+                    expect_published_to_where_reported(&ctx, &v.volume_id, &[&info.node_id], RULE).await?;
                 }
                 if let (Some(count), true) = (volumes_published_to(&ctx, &info.node_id).await?, info.max_volumes_per_node > 0) {
                     ensure(count as i64 <= info.max_volumes_per_node, "ListVolumes",

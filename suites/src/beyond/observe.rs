@@ -139,6 +139,51 @@ pub(crate) async fn expect_published_to(
     )
 }
 
+/// Where the driver reports it, the volume must be published to exactly `nodes`;
+/// a driver that can't tell passes.
+pub(crate) async fn expect_published_to_where_reported(
+    ctx: &Ctx,
+    volume_id: &str,
+    nodes: &[&str],
+    rule: &str,
+) -> Result<(), Failure> {
+    if reports_published_nodes(ctx) {
+        expect_published_to(ctx, volume_id, nodes, rule).await?;
+    }
+    Ok(())
+}
+
+/// An expansion answered `capacity_bytes`: it must be at least the `requested` size
+/// and, where the driver reports volumes, the volume must show that capacity now.
+pub(crate) async fn expect_expanded(
+    ctx: &Ctx,
+    volume_id: &str,
+    requested: i64,
+    capacity_bytes: i64,
+    rule: &str,
+) -> Result<(), Failure> {
+    crate::check::ensure(
+        capacity_bytes >= requested,
+        "ControllerExpandVolume",
+        format!("capacity_bytes >= {requested}"),
+        capacity_bytes,
+        rule,
+    )?;
+    if reports_volumes(ctx) {
+        let seen = look_up(ctx, volume_id)
+            .await?
+            .map(|s| s.volume.capacity_bytes);
+        crate::check::ensure(
+            seen == Some(capacity_bytes),
+            "ControllerGetVolume/ListVolumes",
+            format!("the volume's capacity_bytes {capacity_bytes}"),
+            seen,
+            rule,
+        )?;
+    }
+    Ok(())
+}
+
 /// How many volumes ListVolumes shows published to `node_id`, when the driver lists
 /// volumes with their published nodes.
 pub(crate) async fn volumes_published_to(

@@ -2,10 +2,10 @@
 //! deadlines (the CO never sees those answers), then retried normally until it
 //! settles. The outcome must be as if the call ran once.
 
-use super::co::{cut_off_then_settle, expect_same_again};
+use super::co::{cut_off_then_settle, expect_attached_once, expect_same_again};
 use super::observe::{
-    expect_at_most_one_mount, expect_published_to, look_up, mounts_at, reports_published_nodes,
-    reports_volumes, snapshots_of, VolumeCensus,
+    expect_at_most_one_mount, expect_expanded, expect_published_to_where_reported, look_up,
+    mounts_at, reports_volumes, snapshots_of, VolumeCensus,
 };
 use super::{
     attach_if_advertised, controller_unpublish_request, delete_snapshot_request,
@@ -74,11 +74,7 @@ pub fn specs() -> Vec<Spec> {
                 let node = ctx.node_id().await?;
                 let req = ctx.controller_publish_request(&v, &node);
                 let first = cut_off_then_settle(&ctx, &req, RULE).await?;
-                expect_same_again(&ctx, &req, &first, |r| r.publish_context.clone(), RULE).await?;
-                if reports_published_nodes(&ctx) {
-                    expect_published_to(&ctx, &v.volume_id, &[&node], RULE).await?;
-                }
-                Ok(())
+                expect_attached_once(&ctx, &req, &first, RULE).await
             }
         ),
         spec!(
@@ -91,9 +87,7 @@ pub fn specs() -> Vec<Spec> {
                 let node = ctx.node_id().await?;
                 ctx.controller_publish(&v, &node).await?;
                 cut_off_then_settle(&ctx, &controller_unpublish_request(&ctx, &v.volume_id, &node), RULE).await?;
-                if reports_published_nodes(&ctx) {
-                    expect_published_to(&ctx, &v.volume_id, &[], RULE).await?;
-                }
+                expect_published_to_where_reported(&ctx, &v.volume_id, &[], RULE).await?;
                 ctx.controller_publish(&v, &node)
                     .await
                     .map_err(|f| f.during("publishing again after the retried unpublish"))?;
@@ -196,13 +190,8 @@ pub fn specs() -> Vec<Spec> {
                 let size = ctx.config().expand_to();
                 let req = expand_request(&ctx, &v.volume_id, size);
                 let first = cut_off_then_settle(&ctx, &req, RULE).await?;
-                ensure(first.capacity_bytes >= size, "ControllerExpandVolume", format!("capacity_bytes >= {size}"), first.capacity_bytes, RULE)?;
+                expect_expanded(&ctx, &v.volume_id, size, first.capacity_bytes, RULE).await?;
                 expect_same_again(&ctx, &req, &first, |r| r.capacity_bytes, RULE).await?;
-                if reports_volumes(&ctx) {
-                    let seen = look_up(&ctx, &v.volume_id).await?.map(|s| s.volume.capacity_bytes);
-                    ensure(seen == Some(first.capacity_bytes), "ControllerGetVolume/ListVolumes",
-                        format!("the volume's capacity_bytes {}", first.capacity_bytes), seen, RULE)?;
-                }
                 Ok(())
             }
         ),

@@ -7,17 +7,21 @@
 //! specs simply see calls that finish in time; the bundled driver's fake cloud can be
 //! slowed with `--attach-latency`, `--detach-latency` and `--resize-latency`.
 
-use super::co::{expect_same_again, settle, RetryPolicy};
-use super::observe::{
-    expect_published_to, look_up, reports_published_nodes, reports_volumes, VolumeCensus,
-};
+use super::co::{expect_attached_once, settle, RetryPolicy, Rpc};
+use super::observe::{expect_expanded, expect_published_to_where_reported, VolumeCensus};
 use super::{controller_unpublish_request, expand_request, CREATE_DELETE, EXPAND, NODE, PUBLISH};
-use crate::check::ensure;
+use crate::check::Failure;
 use crate::{spec, Ctx, Spec};
 
 const GROUP: &str = "Beyond::SlowCloud";
 
 const RULE: &str = "spec \"Timeouts\": a call that times out is retried, and the retry MUST continue the operation already in flight (ABORTED while it runs is allowed, forever is not); the final answer is OK with one operation done";
+
+/// Send `req` as a CO whose every call has the short deadline does, until it
+/// settles; it must settle with OK.
+async fn settle_hurried<R: Rpc>(ctx: &Ctx, req: &R) -> Result<R::Response, Failure> {
+    settle(ctx, req, RetryPolicy::hurried(ctx)).await?.ok(RULE)
+}
 
 pub fn specs() -> Vec<Spec> {
     vec![
@@ -30,12 +34,8 @@ pub fn specs() -> Vec<Spec> {
                 let v = ctx.create_volume(&ctx.unique_name("slow-attach")).await?;
                 let node = ctx.node_id().await?;
                 let req = ctx.controller_publish_request(&v, &node);
-                let first = settle(&ctx, &req, RetryPolicy::hurried(&ctx)).await?.ok(RULE)?;
-                expect_same_again(&ctx, &req, &first, |r| r.publish_context.clone(), RULE).await?;
-                if reports_published_nodes(&ctx) {
-                    expect_published_to(&ctx, &v.volume_id, &[&node], RULE).await?;
-                }
-                Ok(())
+                let first = settle_hurried(&ctx, &req).await?;
+                expect_attached_once(&ctx, &req, &first, RULE).await
             }
         ),
         spec!(
@@ -47,13 +47,8 @@ pub fn specs() -> Vec<Spec> {
                 let v = ctx.create_volume(&ctx.unique_name("slow-detach")).await?;
                 let node = ctx.node_id().await?;
                 ctx.controller_publish(&v, &node).await?;
-                settle(&ctx, &controller_unpublish_request(&ctx, &v.volume_id, &node), RetryPolicy::hurried(&ctx))
-                    .await?
-                    .ok(RULE)?;
-                if reports_published_nodes(&ctx) {
-                    expect_published_to(&ctx, &v.volume_id, &[], RULE).await?;
-                }
-                Ok(())
+                settle_hurried(&ctx, &controller_unpublish_request(&ctx, &v.volume_id, &node)).await?;
+                expect_published_to_where_reported(&ctx, &v.volume_id, &[], RULE).await
             }
         ),
         spec!(
@@ -65,14 +60,8 @@ pub fn specs() -> Vec<Spec> {
                 let v = ctx.create_volume(&ctx.unique_name("slow-resize")).await?;
                 let size = ctx.config().expand_to();
                 let req = expand_request(&ctx, &v.volume_id, size);
-                let resp = settle(&ctx, &req, RetryPolicy::hurried(&ctx)).await?.ok(RULE)?;
-                ensure(resp.capacity_bytes >= size, "ControllerExpandVolume", format!("capacity_bytes >= {size}"), resp.capacity_bytes, RULE)?;
-                if reports_volumes(&ctx) {
-                    let seen = look_up(&ctx, &v.volume_id).await?.map(|s| s.volume.capacity_bytes);
-                    ensure(seen == Some(resp.capacity_bytes), "ControllerGetVolume/ListVolumes",
-                        format!("the volume's capacity_bytes {}", resp.capacity_bytes), seen, RULE)?;
-                }
-                Ok(())
+                let resp = settle_hurried(&ctx, &req).await?;
+                expect_expanded(&ctx, &v.volume_id, size, resp.capacity_bytes, RULE).await
             }
         ),
         spec!(
@@ -83,7 +72,7 @@ pub fn specs() -> Vec<Spec> {
             |ctx: Ctx| async move {
                 let census = VolumeCensus::take(&ctx).await?;
                 let req = ctx.volume_request(&ctx.unique_name("slow-create"));
-                let resp = settle(&ctx, &req, RetryPolicy::hurried(&ctx)).await?.ok(RULE)?;
+                let resp = settle_hurried(&ctx, &req).await?;
                 let id = resp.volume.map(|v| v.volume_id).unwrap_or_default();
                 census.expect_only(&ctx, &[id], RULE).await
             }

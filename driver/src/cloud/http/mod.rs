@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rand::Rng;
-use reqwest::header::{ACCEPT, USER_AGENT};
+use reqwest::header::{HeaderMap, ACCEPT, USER_AGENT};
 use reqwest::{Method, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -178,22 +178,8 @@ impl HttpCloud {
                 request = request.json(body);
             }
             let started = Instant::now();
-            let response = request.send().await;
-            let (status, headers, bytes) = match response {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    match response.bytes().await {
-                        Ok(bytes) => (status, headers, bytes),
-                        Err(e) => {
-                            crate::metrics::record_cloud_call(call, "error", started.elapsed());
-                            failures += 1;
-                            let err = transport(call, &e, deadline);
-                            self.back_off(failures, err, deadline).await?;
-                            continue;
-                        }
-                    }
-                }
+            let (status, headers, bytes) = match exchange(request).await {
+                Ok(answer) => answer,
                 Err(e) => {
                     crate::metrics::record_cloud_call(call, "error", started.elapsed());
                     failures += 1;
@@ -354,6 +340,31 @@ impl HttpCloud {
             .await?;
         Ok(answer.action.into_action(volume_id))
     }
+
+    /// An attach or detach (`kind`) of the volume to or from the droplet. The answer does not
+    /// always name the droplet, so the action is given it here.
+    async fn attachment_action(
+        &self,
+        kind: &str,
+        volume: &Volume,
+        droplet_id: u64,
+        deadline: Deadline,
+    ) -> Result<Action, CloudError> {
+        let body = json!({ "type": kind, "droplet_id": droplet_id, "region": volume.region });
+        let mut action = self.volume_action(&volume.id, body, deadline).await?;
+        action.droplet_id = Some(droplet_id);
+        Ok(action)
+    }
+}
+
+/// Send a request and read its whole answer. Failing at either step is a transport error.
+async fn exchange(
+    request: reqwest::RequestBuilder,
+) -> Result<(StatusCode, HeaderMap, bytes::Bytes), reqwest::Error> {
+    let response = request.send().await?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    Ok((status, headers, response.bytes().await?))
 }
 
 fn timeout(call: &str) -> CloudError {
@@ -559,10 +570,8 @@ impl CloudApi for HttpCloud {
         droplet_id: u64,
         deadline: Deadline,
     ) -> Result<Action, CloudError> {
-        let body = json!({ "type": "attach", "droplet_id": droplet_id, "region": volume.region });
-        let mut action = self.volume_action(&volume.id, body, deadline).await?;
-        action.droplet_id = Some(droplet_id);
-        Ok(action)
+        self.attachment_action("attach", volume, droplet_id, deadline)
+            .await
     }
 
     async fn detach(
@@ -571,10 +580,8 @@ impl CloudApi for HttpCloud {
         droplet_id: u64,
         deadline: Deadline,
     ) -> Result<Action, CloudError> {
-        let body = json!({ "type": "detach", "droplet_id": droplet_id, "region": volume.region });
-        let mut action = self.volume_action(&volume.id, body, deadline).await?;
-        action.droplet_id = Some(droplet_id);
-        Ok(action)
+        self.attachment_action("detach", volume, droplet_id, deadline)
+            .await
     }
 
     async fn resize(
