@@ -295,20 +295,27 @@ async fn resize_in_flight(
 }
 
 /// What a PENDING_EVENT from an attach or detach means. With an attach or detach of this
-/// volume in flight, the caller raced it and looks again (`Ok`); otherwise the droplet is
-/// busy with another volume, and the CO retries later (ABORTED).
+/// volume in flight, the caller raced it and looks again (`Ok`); so too when the volume
+/// already is as wanted (`done`), because the action it raced has just finished.
+/// Otherwise the droplet is busy with another volume, and the CO retries later (ABORTED).
 async fn attachment_pending(
     cloud: &dyn CloudApi,
     volume_id: &str,
     droplet: u64,
     pending: CloudError,
     deadline: Deadline,
+    done: impl Fn(&cloud::Volume) -> bool,
 ) -> Result<(), Status> {
     if attachment_in_flight(cloud, volume_id, deadline)
         .await?
         .is_some()
     {
         return Ok(());
+    }
+    match cloud.get_volume(volume_id, deadline).await {
+        Ok(volume) if done(&volume) => return Ok(()),
+        Err(CloudError::NotFound { .. }) => return Ok(()),
+        _ => {}
     }
     Err(Status::aborted(format!(
         "node {droplet} has another attach or detach in progress; retry later ({pending})"
@@ -633,7 +640,8 @@ impl Controller for ControllerService {
                 // answer was lost): look again.
                 Err(CloudError::AlreadyAttached { .. }) => continue,
                 Err(e @ CloudError::PendingEvent { .. }) => {
-                    attachment_pending(cloud, &volume.id, node, e, deadline).await?;
+                    let attached = |v: &cloud::Volume| v.droplet_ids.contains(&node);
+                    attachment_pending(cloud, &volume.id, node, e, deadline, attached).await?;
                     continue;
                 }
                 Err(CloudError::DropletLimit { message }) => {
@@ -708,7 +716,8 @@ impl Controller for ControllerService {
                     continue
                 }
                 Err(e @ CloudError::PendingEvent { .. }) => {
-                    attachment_pending(cloud, &volume.id, droplet, e, deadline).await?;
+                    let detached = |v: &cloud::Volume| !v.droplet_ids.contains(&droplet);
+                    attachment_pending(cloud, &volume.id, droplet, e, deadline, detached).await?;
                     continue;
                 }
                 Err(e) => return Err(e.into()),

@@ -166,9 +166,16 @@ pub async fn start(config: Config) -> anyhow::Result<RunningDriver> {
     let (dial, task) = match endpoint {
         Endpoint::Unix(path) => {
             prepare_socket_path(&path)?;
-            let listener = tokio::net::UnixListener::bind(&path)
-                .with_context(|| format!("binding {}", path.display()))?;
-            // Only the owner (and its group, for sidecars running as another user) may connect.
+            // Only the owner (and its group, for sidecars running as another user) may
+            // connect. The umask makes the socket so from its first moment; the chmod
+            // below pins the mode whatever the umask was.
+            let listener = {
+                use nix::sys::stat::{umask, Mode};
+                let previous = umask(Mode::from_bits_truncate(0o117));
+                let bound = tokio::net::UnixListener::bind(&path);
+                umask(previous);
+                bound.with_context(|| format!("binding {}", path.display()))?
+            };
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
                 .with_context(|| format!("restricting permissions of {}", path.display()))?;
             tracing::info!(endpoint = %path.display(), "serving CSI");

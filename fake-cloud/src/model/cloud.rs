@@ -157,6 +157,11 @@ impl Cloud {
                     .map_err(|e| CloudError::io("create data directory", e))?;
                 let images =
                     ImageStore::open(dir).map_err(|e| CloudError::io("create image folders", e))?;
+                let images = if persist_state {
+                    images
+                } else {
+                    images.not_durable()
+                };
                 let state_file = persist::state_path(dir);
                 let state = if persist_state {
                     persist::read::<State>(&state_file)
