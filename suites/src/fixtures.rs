@@ -53,7 +53,43 @@ pub struct Available {
 const SETUP_RULE: &str =
     "setup: a valid request from a well-behaved CO must succeed before the rule can be checked";
 
+/// Codes a CO answers by trying the same call again later. RESOURCE_EXHAUSTED is among
+/// them because the external-attacher retries a failed attach until the node has room,
+/// which is what parallel specs sharing one node need.
+const RETRIED_BY_A_CO: [Code; 4] = [
+    Code::Aborted,
+    Code::Unavailable,
+    Code::DeadlineExceeded,
+    Code::ResourceExhausted,
+];
+
 impl Ctx {
+    /// Send a call the way a CO does: while the answer is one a CO retries (ABORTED,
+    /// UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED), back off and send it again, within
+    /// `--csi.retrybudget`. The setup steps use this, so a driver that asks a busy caller
+    /// to come back (ABORTED for an operation in flight) is not failed for it.
+    pub async fn as_co<T, F, Fut>(&self, mut send: F) -> Call<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Call<T>>,
+    {
+        let give_up = Instant::now() + self.config().retry_budget;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let call = send().await;
+            match &call.result {
+                Err(status)
+                    if RETRIED_BY_A_CO.contains(&status.code())
+                        && Instant::now() + pause < give_up =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                _ => return call,
+            }
+        }
+    }
+
     // ---- capabilities and ids ----
 
     /// The capability test volumes use: SINGLE_NODE_WRITER with the configured access
@@ -157,7 +193,7 @@ impl Ctx {
 
     /// Create a volume from a full request, which must succeed; tracked.
     pub async fn create_volume_from(&self, req: CreateVolumeRequest) -> Result<Volume, Failure> {
-        let c = self.create_volume_with(req).await;
+        let c = self.as_co(|| self.create_volume_with(req.clone())).await;
         let request = c.request.clone();
         let resp = c
             .ok(SETUP_RULE)
@@ -178,15 +214,19 @@ impl Ctx {
 
     /// Delete a volume, which must succeed, and stop tracking it.
     pub async fn delete_volume(&self, id: &str) -> Result<(), Failure> {
-        call!(
-            self.controller(),
-            delete_volume,
-            "DeleteVolume",
-            DeleteVolumeRequest {
-                volume_id: id.to_string(),
-                secrets: self.secrets(Secret::DeleteVolume),
-            }
-        )
+        let req = DeleteVolumeRequest {
+            volume_id: id.to_string(),
+            secrets: self.secrets(Secret::DeleteVolume),
+        };
+        self.as_co(|| async {
+            call!(
+                self.controller(),
+                delete_volume,
+                "DeleteVolume",
+                req.clone()
+            )
+        })
+        .await
         .ok("DeleteVolume: deleting an existing, unpublished volume MUST succeed")?;
         self.tracker()
             .forget(&Resource::Volume { id: id.to_string() });
@@ -276,9 +316,8 @@ impl Ctx {
         name: &str,
         source_volume_id: &str,
     ) -> Result<Snapshot, Failure> {
-        let c = self
-            .create_snapshot_with(self.snapshot_request(name, source_volume_id))
-            .await;
+        let req = self.snapshot_request(name, source_volume_id);
+        let c = self.as_co(|| self.create_snapshot_with(req.clone())).await;
         let request = c.request.clone();
         let resp = c
             .ok(SETUP_RULE)
@@ -313,15 +352,19 @@ impl Ctx {
 
     /// Delete a snapshot, which must succeed, and stop tracking it.
     pub async fn delete_snapshot(&self, id: &str) -> Result<(), Failure> {
-        call!(
-            self.controller(),
-            delete_snapshot,
-            "DeleteSnapshot",
-            DeleteSnapshotRequest {
-                snapshot_id: id.to_string(),
-                secrets: self.secrets(Secret::DeleteSnapshot),
-            }
-        )
+        let req = DeleteSnapshotRequest {
+            snapshot_id: id.to_string(),
+            secrets: self.secrets(Secret::DeleteSnapshot),
+        };
+        self.as_co(|| async {
+            call!(
+                self.controller(),
+                delete_snapshot,
+                "DeleteSnapshot",
+                req.clone()
+            )
+        })
+        .await
         .ok("DeleteSnapshot: deleting an existing snapshot MUST succeed")?;
         self.tracker()
             .forget(&Resource::Snapshot { id: id.to_string() });
@@ -471,7 +514,7 @@ impl Ctx {
     ) -> Result<HashMap<String, String>, Failure> {
         let req = self.controller_publish_request(volume, node_id);
         Ok(self
-            .controller_publish_with(req)
+            .as_co(|| self.controller_publish_with(req.clone()))
             .await
             .ok(SETUP_RULE)
             .map_err(|f| f.during("setting up: ControllerPublishVolume"))?
@@ -484,16 +527,20 @@ impl Ctx {
         volume_id: &str,
         node_id: &str,
     ) -> Result<(), Failure> {
-        call!(
-            self.controller(),
-            controller_unpublish_volume,
-            "ControllerUnpublishVolume",
-            ControllerUnpublishVolumeRequest {
-                volume_id: volume_id.to_string(),
-                node_id: node_id.to_string(),
-                secrets: self.secrets(Secret::ControllerUnpublishVolume),
-            }
-        )
+        let req = ControllerUnpublishVolumeRequest {
+            volume_id: volume_id.to_string(),
+            node_id: node_id.to_string(),
+            secrets: self.secrets(Secret::ControllerUnpublishVolume),
+        };
+        self.as_co(|| async {
+            call!(
+                self.controller(),
+                controller_unpublish_volume,
+                "ControllerUnpublishVolume",
+                req.clone()
+            )
+        })
+        .await
         .ok("ControllerUnpublishVolume: unpublishing a published volume MUST succeed")?;
         self.tracker().forget(&Resource::ControllerPublish {
             volume_id: volume_id.to_string(),
@@ -546,7 +593,7 @@ impl Ctx {
     ) -> Result<String, Failure> {
         let staging = self.staging_path().await?;
         let req = self.node_stage_request(volume, &staging, publish_context);
-        self.node_stage_with(req)
+        self.as_co(|| self.node_stage_with(req.clone()))
             .await
             .ok(SETUP_RULE)
             .map_err(|f| f.during("setting up: NodeStageVolume"))?;
@@ -555,15 +602,19 @@ impl Ctx {
 
     /// Unstage, which must succeed; stops tracking it.
     pub async fn node_unstage(&self, volume_id: &str, staging_path: &str) -> Result<(), Failure> {
-        call!(
-            self.node(),
-            node_unstage_volume,
-            "NodeUnstageVolume",
-            NodeUnstageVolumeRequest {
-                volume_id: volume_id.to_string(),
-                staging_target_path: staging_path.to_string(),
-            }
-        )
+        let req = NodeUnstageVolumeRequest {
+            volume_id: volume_id.to_string(),
+            staging_target_path: staging_path.to_string(),
+        };
+        self.as_co(|| async {
+            call!(
+                self.node(),
+                node_unstage_volume,
+                "NodeUnstageVolume",
+                req.clone()
+            )
+        })
+        .await
         .ok("NodeUnstageVolume: unstaging a staged volume MUST succeed")?;
         self.tracker().forget(&Resource::NodeStage {
             volume_id: volume_id.to_string(),
@@ -618,7 +669,7 @@ impl Ctx {
     ) -> Result<String, Failure> {
         let target = self.target_path().await?;
         let req = self.node_publish_request(volume, staging_path, &target, publish_context);
-        self.node_publish_with(req)
+        self.as_co(|| self.node_publish_with(req.clone()))
             .await
             .ok(SETUP_RULE)
             .map_err(|f| f.during("setting up: NodePublishVolume"))?;
@@ -627,15 +678,19 @@ impl Ctx {
 
     /// Unpublish, which must succeed; stops tracking it.
     pub async fn node_unpublish(&self, volume_id: &str, target_path: &str) -> Result<(), Failure> {
-        call!(
-            self.node(),
-            node_unpublish_volume,
-            "NodeUnpublishVolume",
-            NodeUnpublishVolumeRequest {
-                volume_id: volume_id.to_string(),
-                target_path: target_path.to_string(),
-            }
-        )
+        let req = NodeUnpublishVolumeRequest {
+            volume_id: volume_id.to_string(),
+            target_path: target_path.to_string(),
+        };
+        self.as_co(|| async {
+            call!(
+                self.node(),
+                node_unpublish_volume,
+                "NodeUnpublishVolume",
+                req.clone()
+            )
+        })
+        .await
         .ok("NodeUnpublishVolume: unpublishing a published volume MUST succeed")?;
         self.tracker().forget(&Resource::NodePublish {
             volume_id: volume_id.to_string(),

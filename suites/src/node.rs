@@ -293,21 +293,21 @@ fn publish_specs() -> Vec<Spec> {
                 let publish_context = if ctx.caps().controller_has(ControllerRpc::PublishUnpublishVolume) {
                     let mut req = ctx.controller_publish_request(&volume, &node_id);
                     req.volume_capability = Some(cap.clone());
-                    ctx.controller_publish_with(req).await.ok("setup: ControllerPublishVolume with SINGLE_NODE_SINGLE_WRITER")?.publish_context
+                    ctx.as_co(|| ctx.controller_publish_with(req.clone())).await.ok("setup: ControllerPublishVolume with SINGLE_NODE_SINGLE_WRITER")?.publish_context
                 } else {
                     HashMap::new()
                 };
                 let staging = if ctx.caps().node_has(NodeRpc::StageUnstageVolume) {
                     let path = ctx.staging_path().await?;
                     let req = NodeStageVolumeRequest { volume_capability: Some(cap.clone()), ..ctx.node_stage_request(&volume, &path, &publish_context) };
-                    ctx.node_stage_with(req).await.ok("setup: NodeStageVolume with SINGLE_NODE_SINGLE_WRITER")?;
+                    ctx.as_co(|| ctx.node_stage_with(req.clone())).await.ok("setup: NodeStageVolume with SINGLE_NODE_SINGLE_WRITER")?;
                     Some(path)
                 } else {
                     None
                 };
                 let first = ctx.target_path().await?;
                 let req = NodePublishVolumeRequest { volume_capability: Some(cap.clone()), ..ctx.node_publish_request(&volume, staging.as_deref(), &first, &publish_context) };
-                ctx.node_publish_with(req).await.ok("setup: NodePublishVolume at the first target")?;
+                ctx.as_co(|| ctx.node_publish_with(req.clone())).await.ok("setup: NodePublishVolume at the first target")?;
                 let second = ctx.new_target_path().await?;
                 let req = NodePublishVolumeRequest { volume_capability: Some(cap), ..ctx.node_publish_request(&volume, staging.as_deref(), &second, &publish_context) };
                 ctx.node_publish_with(req).await

@@ -54,9 +54,9 @@ async fn controller_lifecycle(ctx: &Ctx, repeats: u32) -> Result<(), Failure> {
 
     let context = ctx.controller_publish(&volume, &node_id).await?;
     for i in 1..repeats {
-        let c = ctx
-            .controller_publish_with(ctx.controller_publish_request(&volume, &node_id))
-            .await;
+        // ABORTED while the node is busy with another volume is retried, as a CO does.
+        let req = ctx.controller_publish_request(&volume, &node_id);
+        let c = ctx.as_co(|| ctx.controller_publish_with(req.clone())).await;
         let request = c.request.clone();
         let again = c
             .ok(RULE)
@@ -72,11 +72,15 @@ async fn controller_lifecycle(ctx: &Ctx, repeats: u32) -> Result<(), Failure> {
     }
 
     for i in 0..repeats.max(1) {
-        call!(ctx.controller(), controller_unpublish_volume, "ControllerUnpublishVolume", ControllerUnpublishVolumeRequest {
+        let req = ControllerUnpublishVolumeRequest {
             volume_id: volume.volume_id.clone(),
             node_id: node_id.clone(),
             secrets: ctx.secrets(Secret::ControllerUnpublishVolume),
+        };
+        ctx.as_co(|| async {
+            call!(ctx.controller(), controller_unpublish_volume, "ControllerUnpublishVolume", req.clone())
         })
+        .await
         .ok("ControllerUnpublishVolume: unpublishing (again) MUST succeed; a volume that is not published → OK")
         .map_err(|f| f.during(format!("ControllerUnpublishVolume call {}", i + 1)))?;
     }

@@ -213,14 +213,15 @@ impl Ctx {
     }
 
     async fn undo_with_retries(&self, resource: &Resource) -> Result<(), Failure> {
+        // As a CO would, keep at a busy driver for as long as `--csi.retrybudget` allows:
+        // with parallel specs sharing one node, detaches queue behind each other.
+        let give_up = std::time::Instant::now() + self.config().retry_budget;
         let mut delay = Duration::from_millis(100);
-        let mut attempt = 0;
         loop {
-            attempt += 1;
             match self.undo(resource).await {
                 Ok(()) => return Ok(()),
                 Err((code, failure)) => {
-                    if attempt >= 6 || !RETRYABLE.contains(&code) {
+                    if std::time::Instant::now() + delay >= give_up || !RETRYABLE.contains(&code) {
                         return Err(failure);
                     }
                     tokio::time::sleep(delay).await;

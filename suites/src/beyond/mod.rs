@@ -96,7 +96,8 @@ pub(crate) async fn stage_fresh(ctx: &Ctx, volume: &Volume) -> Result<Staged, Fa
     let publish_context = attach_if_advertised(ctx, volume).await?;
     let staging_path = if ctx.caps().node_has(NodeRpc::StageUnstageVolume) {
         let path = ctx.new_staging_path().await?;
-        ctx.node_stage_with(ctx.node_stage_request(volume, &path, &publish_context))
+        let req = ctx.node_stage_request(volume, &path, &publish_context);
+        ctx.as_co(|| ctx.node_stage_with(req.clone()))
             .await
             .ok("setup: staging a published volume must succeed")
             .map_err(|f| f.during("setting up: NodeStageVolume"))?;
@@ -115,15 +116,16 @@ pub(crate) async fn stage_fresh(ctx: &Ctx, volume: &Volume) -> Result<Staged, Fa
 /// NodePublish a staged volume at a fresh target path; tracked.
 pub(crate) async fn publish_fresh(ctx: &Ctx, s: &Staged) -> Result<Available, Failure> {
     let target_path = ctx.new_target_path().await?;
-    ctx.node_publish_with(ctx.node_publish_request(
+    let req = ctx.node_publish_request(
         &s.volume,
         s.staging_path.as_deref(),
         &target_path,
         &s.publish_context,
-    ))
-    .await
-    .ok("setup: publishing a staged volume must succeed")
-    .map_err(|f| f.during("setting up: NodePublishVolume"))?;
+    );
+    ctx.as_co(|| ctx.node_publish_with(req.clone()))
+        .await
+        .ok("setup: publishing a staged volume must succeed")
+        .map_err(|f| f.during("setting up: NodePublishVolume"))?;
     Ok(Available {
         volume: s.volume.clone(),
         node_id: s.node_id.clone(),
