@@ -95,13 +95,7 @@ async fn a_429_storm_still_succeeds() {
         ..fake_cloud::Faults::none()
     });
     lifecycle(&env, "throttled").await;
-    let throttled = env
-        .exchanges
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.status == 429)
-        .count();
+    let throttled = env.count_statuses(|s| s == 429);
     assert!(throttled > 0, "the storm happened");
 }
 
@@ -116,13 +110,7 @@ async fn a_5xx_storm_still_succeeds() {
     for i in 0..3 {
         lifecycle(&env, &format!("stormy-{i}")).await;
     }
-    let failed = env
-        .exchanges
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.status >= 500)
-        .count();
+    let failed = env.count_statuses(|s| s >= 500);
     assert!(failed > 0, "the storm happened");
 }
 
@@ -151,13 +139,7 @@ async fn an_exhausted_rate_limit_budget_fails_fast_instead_of_hammering() {
         elapsed < Duration::from_millis(1500),
         "failed fast: {elapsed:?}"
     );
-    let throttled = env
-        .exchanges
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.status == 429)
-        .count();
+    let throttled = env.count_statuses(|s| s == 429);
     assert!(
         throttled <= 1,
         "after a 429 the driver waits instead of retrying: {throttled} 429s"

@@ -287,7 +287,7 @@ fn create_specs() -> Vec<Spec> {
             [CREATE_DELETE, MODIFY],
             |ctx: Ctx| async move {
                 let mut req = ctx.volume_request(&ctx.unique_name("bad-mutable"));
-                req.mutable_parameters = HashMap::from([("csi-sanity.invalid/XXX_FakeKey".to_string(), "XXX_FakeValue".to_string())]);
+                req.mutable_parameters = crate::modify::unsupported();
                 ctx.create_volume_with(req).await
                     .code(Code::InvalidArgument, "CreateVolume: unsupported mutable_parameters → INVALID_ARGUMENT")?;
                 Ok(())

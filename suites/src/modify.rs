@@ -15,10 +15,12 @@ const GROUP: &str = "Controller::ControllerModifyVolume";
 const MODIFY: Need = Need::ControllerCap(ControllerRpc::ModifyVolume);
 const CREATE_DELETE: Need = Need::ControllerCap(ControllerRpc::CreateDeleteVolume);
 
-fn unsupported() -> HashMap<String, String> {
+/// A mutable parameter no driver supports: its key is in a domain reserved for this
+/// harness, so a driver that accepts it accepts anything.
+pub(crate) fn unsupported() -> HashMap<String, String> {
     HashMap::from([(
-        "csi-sanity.invalid/XXX_FakeKey".to_string(),
-        "XXX_FakeValue".to_string(),
+        "csi-sanity.invalid/unsupported-parameter".to_string(),
+        "unsupported-value".to_string(),
     )])
 }
 

@@ -254,6 +254,16 @@ impl TestEnv {
             .items
     }
 
+    /// How many HTTP exchanges ended with a status `wanted` accepts.
+    pub fn count_statuses(&self, wanted: impl Fn(u16) -> bool) -> usize {
+        self.exchanges
+            .lock()
+            .expect("exchanges")
+            .iter()
+            .filter(|e| wanted(e.status))
+            .count()
+    }
+
     /// HTTP exchanges matching a method and a path prefix.
     pub fn exchanges_of(&self, method: &str, path_prefix: &str) -> Vec<Exchange> {
         self.exchanges
