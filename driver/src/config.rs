@@ -133,6 +133,13 @@ pub struct Config {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 
+    /// With `--cloud memory` and `--data-dir`: keep the cloud's state in memory only, with
+    /// no `state.json` and no fsync of images, so it dies with the process. For a data
+    /// dir that is itself temporary (the harness's bundled driver, benchmarks); without
+    /// `--data-dir` the cloud is always ephemeral.
+    #[arg(long)]
+    pub cloud_ephemeral: bool,
+
     /// How the node finds an attached volume's device.
     #[arg(long, value_enum, default_value_t = DeviceSource::Loop)]
     pub device_source: DeviceSource,

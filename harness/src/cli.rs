@@ -74,7 +74,9 @@ const FLAGS: &[(&str, Kind, &str)] = &[
     ("csi.parallel", Kind::Value, "run this many specs at once (default 1)"),
     ("csi.timeout", Kind::Value, "deadline of one RPC (default 60s)"),
     ("csi.connect-timeout", Kind::Value, "how long to wait for the endpoint to answer (default 10s)"),
-    ("csi.secondnodeid", Kind::Value, "a second node id, for specs that need two nodes (bundled: 2)"),
+    ("csi.secondnodeid", Kind::Value, "a second node id, for specs that need two nodes; not one of the node endpoints (bundled: the droplet after its nodes)"),
+    ("csi.nodeendpoints", Kind::Value, "node endpoints of further nodes of the same driver, comma-separated: specs running at once spread over these and --csi.endpoint's node"),
+    ("csi.bundlednodes", Kind::Value, "how many nodes the bundled driver runs, each a droplet with its own node plugin (default: --csi.parallel)"),
     ("csi.readytimeout", Kind::Value, "how long to wait for a snapshot to be ready to use (default 300s)"),
     ("csi.shortdeadline", Kind::Value, "client deadline the retry and slow-cloud specs cut calls off with (default 200ms)"),
     ("csi.retrybudget", Kind::Value, "how long the retry specs keep retrying a call before calling it stuck (default 120s)"),
@@ -483,6 +485,21 @@ fn apply(
         "csi.timeout" => suite.rpc_timeout = duration(value)?,
         "csi.connect-timeout" => config.connect_timeout = duration(value)?,
         "csi.secondnodeid" => suite.second_node_id = opt(value),
+        "csi.nodeendpoints" => {
+            config.extra_node_endpoints = value
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(str::to_string)
+                .collect()
+        }
+        "csi.bundlednodes" => {
+            let n = parse_i64(name, value)?;
+            if !(1..=64).contains(&n) {
+                return Err(usage(format!("-{name}: must be from 1 to 64")));
+            }
+            config.bundled_nodes = Some(n as usize);
+        }
         "csi.readytimeout" => suite.ready_timeout = duration(value)?,
         "csi.shortdeadline" => suite.short_deadline = duration(value)?,
         "csi.retrybudget" => suite.retry_budget = duration(value)?,

@@ -861,7 +861,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
     }
     let bundled = match &args.endpoint {
         Some(_) => None,
-        None => Some(crate::bundled::start().await?),
+        None => Some(crate::bundled::start(1).await?),
     };
     let endpoint = match (&args.endpoint, &bundled) {
         (Some(e), _) => e.clone(),

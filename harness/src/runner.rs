@@ -11,7 +11,7 @@ use csi_proto::v1::{
     controller_service_capability, group_controller_service_capability, node_service_capability,
     plugin_capability, ControllerGetCapabilitiesRequest, DeleteSnapshotRequest,
     DeleteVolumeRequest, GetPluginCapabilitiesRequest, GroupControllerGetCapabilitiesRequest,
-    ListSnapshotsRequest, ListVolumesRequest, NodeGetCapabilitiesRequest,
+    ListSnapshotsRequest, ListVolumesRequest, NodeGetCapabilitiesRequest, NodeGetInfoRequest,
 };
 use csi_suites::{Capabilities, Clients, Need, RunState, Spec, SuiteConfig};
 use futures::FutureExt;
@@ -28,6 +28,12 @@ pub struct Config {
     pub endpoint: Option<String>,
     /// A separate controller endpoint, if the controller is served elsewhere.
     pub controller_endpoint: Option<String>,
+    /// Node plugins of further nodes of the same driver: specs running at once are
+    /// spread over the endpoint's node and these, one node per spec while nodes last.
+    pub extra_node_endpoints: Vec<String>,
+    /// With the bundled driver: how many nodes it runs, each a droplet with its own node
+    /// plugin. `None`: as many as `parallel`.
+    pub bundled_nodes: Option<usize>,
     /// How long to wait for an endpoint to answer.
     pub connect_timeout: Duration,
     /// Settings for the specs.
@@ -56,6 +62,8 @@ impl Default for Config {
         Config {
             endpoint: None,
             controller_endpoint: None,
+            extra_node_endpoints: Vec::new(),
+            bundled_nodes: None,
             connect_timeout: Duration::from_secs(10),
             suite: SuiteConfig::default(),
             args: Arguments::default(),
@@ -196,6 +204,51 @@ async fn read_capabilities(clients: &Clients, timeout: Duration) -> anyhow::Resu
     Ok(caps)
 }
 
+/// With extra node endpoints: each must serve Node, and all must be different nodes
+/// (two endpoints of one node would have specs contend for its attachments and limit),
+/// none of them the second node of the two-node specs.
+async fn check_node_pool(
+    clients: &Clients,
+    caps: &Capabilities,
+    second_node_id: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    if !caps.node_service {
+        anyhow::bail!("--csi.nodeendpoints: the driver does not serve the Node service");
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for (i, node) in std::iter::once(&clients.node)
+        .chain(&clients.extra_nodes)
+        .enumerate()
+    {
+        let which = if i == 0 {
+            "--csi.endpoint".to_string()
+        } else {
+            format!("--csi.nodeendpoints entry {i}")
+        };
+        let id = node
+            .clone()
+            .node_get_info(with_timeout(NodeGetInfoRequest {}, timeout))
+            .await
+            .map_err(|e| rpc_error("NodeGetInfo", e, timeout))
+            .with_context(|| format!("asking {which} for its node id"))?
+            .into_inner()
+            .node_id;
+        if seen.contains(&id) {
+            anyhow::bail!(
+                "{which} is node {id:?} again: every node endpoint must be a different node"
+            );
+        }
+        if second_node_id == Some(id.as_str()) {
+            anyhow::bail!(
+                "{which} is node {id:?}, which is also --csi.secondnodeid: the second node must be one no spec runs on"
+            );
+        }
+        seen.push(id);
+    }
+    Ok(())
+}
+
 /// Apply the bundled driver's defaults to whatever the caller left at the default.
 fn bundled_defaults(config: &mut Config, bundled: &Bundled) {
     let defaults = SuiteConfig::default();
@@ -210,7 +263,7 @@ fn bundled_defaults(config: &mut Config, bundled: &Bundled) {
         suite.volume_size = 1 << 30;
     }
     if suite.second_node_id.is_none() {
-        suite.second_node_id = Some("2".to_string());
+        suite.second_node_id = Some(bundled.second_node_id.clone());
     }
     if suite.mutable_parameters.is_empty() {
         // The one parameter the bundled driver can change on a volume.
@@ -488,7 +541,14 @@ pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report>
     let (clients, caps, bundled) = rt.block_on(async {
         let bundled = match &config.endpoint {
             Some(_) => None,
-            None => Some(crate::bundled::start().await?),
+            None => {
+                let nodes = config.bundled_nodes.unwrap_or(config.parallel);
+                Some(crate::bundled::start(nodes).await?)
+            }
+        };
+        let extra_endpoints = match &bundled {
+            Some(b) => b.extra_node_endpoints.clone(),
+            None => config.extra_node_endpoints.clone(),
         };
         let endpoint = match (&config.endpoint, &bundled) {
             (Some(e), _) => e.clone(),
@@ -502,10 +562,21 @@ pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report>
             Some(c) => crate::connect::connect_with(c, config.connect_timeout, rpc_timeout).await?,
             None => node.clone(),
         };
-        let clients = Clients::new(node, controller);
+        let mut extra = Vec::new();
+        for e in &extra_endpoints {
+            extra.push(crate::connect::connect_with(e, config.connect_timeout, rpc_timeout).await?);
+        }
+        let clients = Clients::new(node, controller).with_extra_nodes(extra);
         let caps = read_capabilities(&clients, config.connect_timeout)
             .await
             .with_context(|| format!("reading the capabilities of {endpoint}"))?;
+        if !clients.extra_nodes.is_empty() {
+            let second = match &bundled {
+                Some(b) => Some(b.second_node_id.clone()),
+                None => config.suite.second_node_id.clone(),
+            };
+            check_node_pool(&clients, &caps, second.as_deref(), config.connect_timeout).await?;
+        }
         anyhow::Ok((clients, caps, bundled))
     })?;
     if let Some(b) = &bundled {

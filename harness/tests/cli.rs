@@ -229,3 +229,64 @@ fn parallel_specs_pass_as_they_do_one_at_a_time() {
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(last_line(&out).ends_with("0 failed, 0 skipped"), "{out}");
 }
+
+#[test]
+fn parallel_specs_spread_over_the_bundled_drivers_nodes() {
+    // No endpoint: the bundled driver, here with 3 nodes (droplets 1 to 3, each its own
+    // node plugin) and droplet 4 as the second node. Node-side specs and attachments run
+    // on whichever node is free.
+    let o = csi_sanity(&[
+        "--csi.parallel",
+        "3",
+        "--csi.bundlednodes",
+        "3",
+        "--ginkgo.focus",
+        "^(Node::|Controller::ControllerPublishVolume|Beyond::DataIntegrity)",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
+    assert!(last_line(&out).contains(" 0 failed"), "{out}");
+}
+
+#[test]
+fn node_endpoints_must_be_distinct_nodes_other_than_the_second_node() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let driver = rt.block_on(TestDriver::start());
+    let other = rt.block_on(TestDriver::start_with(&["--node-id=2"]));
+    let ep = driver.endpoint();
+    let o = csi_sanity(&[
+        "--csi.endpoint",
+        &ep,
+        "--csi.nodeendpoints",
+        &ep,
+        "--ginkgo.focus",
+        "^Identity::",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--csi.nodeendpoints entry 1 is node \"1\" again"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = csi_sanity(&[
+        "--csi.endpoint",
+        &ep,
+        "--csi.nodeendpoints",
+        &other.endpoint(),
+        "--csi.secondnodeid",
+        "2",
+        "--ginkgo.focus",
+        "^Identity::",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("also --csi.secondnodeid"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = csi_sanity(&["--csi.bundlednodes", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("csi.bundlednodes"), "{}", stderr(&o));
+}

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +37,10 @@ pub struct Clients {
     pub node: NodeClient<Channel>,
     /// Served by the controller endpoint.
     pub group_controller: GroupControllerClient<Channel>,
+    /// Node plugins of further nodes of the same driver, each on a node of its own.
+    /// Specs running at once are spread over `node` and these (see [`RunState::ctx`]),
+    /// as a cluster spreads pods, so that node-side work and attachments overlap.
+    pub extra_nodes: Vec<NodeClient<Channel>>,
 }
 
 impl Clients {
@@ -47,7 +51,14 @@ impl Clients {
             controller: ControllerClient::new(controller_channel.clone()),
             node: NodeClient::new(node_channel),
             group_controller: GroupControllerClient::new(controller_channel),
+            extra_nodes: Vec::new(),
         }
+    }
+
+    /// The same clients with node plugins of further nodes.
+    pub fn with_extra_nodes(mut self, channels: impl IntoIterator<Item = Channel>) -> Self {
+        self.extra_nodes = channels.into_iter().map(NodeClient::new).collect();
+        self
     }
 }
 
@@ -253,7 +264,40 @@ pub(crate) struct RunInner {
     pub(crate) prefix: String,
     spec_seq: AtomicU64,
     pub(crate) ledger: Arc<Mutex<Ledger>>,
-    pub(crate) node_info: tokio::sync::OnceCell<NodeGetInfoResponse>,
+    /// The node endpoint first, then the extra ones.
+    nodes: Vec<Arc<NodeSlot>>,
+}
+
+/// One node plugin of the run, its cached NodeGetInfo, and how many specs use it now.
+pub(crate) struct NodeSlot {
+    pub(crate) client: NodeClient<Channel>,
+    pub(crate) info: tokio::sync::OnceCell<NodeGetInfoResponse>,
+    in_use: AtomicUsize,
+}
+
+/// A spec's hold on one node; the node counts as free again when the spec's context goes.
+pub(crate) struct NodeLease {
+    pub(crate) slot: Arc<NodeSlot>,
+}
+
+impl NodeLease {
+    /// The node that the fewest running specs use, the first such in order, so that one
+    /// spec at a time always gets the node endpoint itself.
+    fn take(nodes: &[Arc<NodeSlot>]) -> NodeLease {
+        let slot = nodes
+            .iter()
+            .min_by_key(|n| n.in_use.load(Ordering::Acquire))
+            .expect("a run has at least its node endpoint")
+            .clone();
+        slot.in_use.fetch_add(1, Ordering::AcqRel);
+        NodeLease { slot }
+    }
+}
+
+impl Drop for NodeLease {
+    fn drop(&mut self) {
+        self.slot.in_use.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// State shared by every spec of one run: clients, configuration, capabilities, the
@@ -278,6 +322,16 @@ impl RunState {
         caps: Capabilities,
         prefix: String,
     ) -> RunState {
+        let nodes = std::iter::once(&clients.node)
+            .chain(&clients.extra_nodes)
+            .map(|client| {
+                Arc::new(NodeSlot {
+                    client: client.clone(),
+                    info: tokio::sync::OnceCell::new(),
+                    in_use: AtomicUsize::new(0),
+                })
+            })
+            .collect();
         RunState {
             inner: Arc::new(RunInner {
                 clients,
@@ -286,12 +340,14 @@ impl RunState {
                 prefix,
                 spec_seq: AtomicU64::new(0),
                 ledger: Arc::new(Mutex::new(Ledger::default())),
-                node_info: tokio::sync::OnceCell::new(),
+                nodes,
             }),
         }
     }
 
     /// A fresh context for the spec `spec_name`, with its own names, paths and tracker.
+    /// With extra node endpoints, the spec gets the node that the fewest running specs
+    /// use, and keeps it until its context (every clone) is dropped.
     pub fn ctx(&self, spec_name: &str) -> Ctx {
         let seq = self.inner.spec_seq.fetch_add(1, Ordering::Relaxed);
         Ctx {
@@ -299,6 +355,7 @@ impl RunState {
             spec: Arc::new(SpecInner {
                 name: spec_name.to_string(),
                 seq,
+                node: NodeLease::take(&self.inner.nodes),
                 counter: AtomicU64::new(0),
                 tracker: Tracker::new(self.inner.ledger.clone(), spec_name),
                 paths: Mutex::new(SpecPaths::default()),
@@ -343,6 +400,8 @@ pub(crate) struct SpecPaths {
 pub(crate) struct SpecInner {
     pub(crate) name: String,
     pub(crate) seq: u64,
+    /// The node this spec runs its node-side calls on.
+    pub(crate) node: NodeLease,
     counter: AtomicU64,
     pub(crate) tracker: Tracker,
     pub(crate) paths: Mutex<SpecPaths>,
@@ -383,8 +442,9 @@ impl Ctx {
         self.run.clients.controller.clone()
     }
 
+    /// The node plugin of this spec's node.
     pub fn node(&self) -> NodeClient<Channel> {
-        self.run.clients.node.clone()
+        self.spec.node.slot.client.clone()
     }
 
     pub fn group_controller(&self) -> GroupControllerClient<Channel> {
@@ -450,4 +510,71 @@ macro_rules! call {
             .map(|r| r.into_inner());
         $crate::check::Call::new($rpc, &request, result)
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lazy_channel() -> Channel {
+        tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy()
+    }
+
+    fn run_with_nodes(extra: usize) -> RunState {
+        let clients = Clients::new(lazy_channel(), lazy_channel())
+            .with_extra_nodes((0..extra).map(|_| lazy_channel()));
+        RunState::new(clients, SuiteConfig::default(), Capabilities::default())
+    }
+
+    fn node_of(run: &RunState, ctx: &Ctx) -> usize {
+        run.inner
+            .nodes
+            .iter()
+            .position(|n| Arc::ptr_eq(n, &ctx.spec.node.slot))
+            .expect("the lease is one of the run's nodes")
+    }
+
+    #[tokio::test]
+    async fn specs_at_once_get_different_nodes_and_free_them_when_done() {
+        let run = run_with_nodes(2);
+        let a = run.ctx("a");
+        let b = run.ctx("b");
+        let c = run.ctx("c");
+        assert_eq!(
+            [node_of(&run, &a), node_of(&run, &b), node_of(&run, &c)],
+            [0, 1, 2]
+        );
+        // A fourth spec shares the first node.
+        let d = run.ctx("d");
+        assert_eq!(node_of(&run, &d), 0);
+        let in_use = |i: usize| run.inner.nodes[i].in_use.load(Ordering::Acquire);
+        assert_eq!([in_use(0), in_use(1), in_use(2)], [2, 1, 1]);
+        // A clone of a context keeps its lease; the last one frees the node.
+        let b_clone = b.clone();
+        drop(b);
+        assert_eq!(in_use(1), 1, "the clone still holds node 1");
+        drop(b_clone);
+        assert_eq!(in_use(1), 0);
+        let f = run.ctx("f");
+        assert_eq!(node_of(&run, &f), 1, "the free node, not a busy one");
+        drop((a, c, d, f));
+        assert!(run
+            .inner
+            .nodes
+            .iter()
+            .all(|n| n.in_use.load(Ordering::Acquire) == 0));
+    }
+
+    #[tokio::test]
+    async fn one_spec_at_a_time_always_runs_on_the_endpoints_own_node() {
+        let run = run_with_nodes(3);
+        for name in ["a", "b", "c"] {
+            let ctx = run.ctx(name);
+            assert_eq!(node_of(&run, &ctx), 0);
+        }
+        let single = run_with_nodes(0);
+        let x = single.ctx("x");
+        let y = single.ctx("y");
+        assert_eq!((node_of(&single, &x), node_of(&single, &y)), (0, 0));
+    }
 }

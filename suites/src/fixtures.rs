@@ -127,10 +127,12 @@ impl Ctx {
         "987654321098".to_string()
     }
 
-    /// NodeGetInfo, asked once per run and cached.
+    /// NodeGetInfo of this spec's node, asked once per run and node, and cached.
     pub async fn node_info(&self) -> Result<NodeGetInfoResponse, Failure> {
-        self.run
-            .node_info
+        self.spec
+            .node
+            .slot
+            .info
             .get_or_try_init(|| async {
                 call!(
                     self.node(),

@@ -83,9 +83,10 @@ impl InProcess {
             data_dir: Some(data_dir.clone()),
             ..fake_cloud::CloudConfig::default()
         };
-        // A data dir the user chose keeps the cloud's state across restarts; a temporary
-        // one dies with the process, so its metadata need not be written at all.
-        let open = if temp.is_some() {
+        // A data dir the user chose keeps the cloud's state across restarts, unless told
+        // otherwise; a temporary one dies with the process, so its metadata need not be
+        // written at all.
+        let open = if temp.is_some() || config.cloud_ephemeral {
             fake_cloud::Cloud::open_unpersisted
         } else {
             fake_cloud::Cloud::open
