@@ -540,4 +540,48 @@ mod tests {
         drop(opened);
         assert!(!dir.exists());
     }
+
+    fn a_volume(cloud: &fake_cloud::Cloud, name: &str) -> fake_cloud::Volume {
+        cloud
+            .create_volume(fake_cloud::CreateVolumeRequest {
+                name: name.to_string(),
+                region: "nyc3".to_string(),
+                size_gib: 1,
+                description: String::new(),
+                snapshot_id: None,
+                tags: Vec::new(),
+                filesystem_type: None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_chosen_data_dir_keeps_state_unless_the_cloud_is_ephemeral() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_str().unwrap();
+        let durable = InProcess::open(&config(&["--data-dir", data]), Some("1")).unwrap();
+        let kept = a_volume(&durable.cloud, "kept");
+        assert!(dir.path().join("state.json").is_file());
+        drop(durable);
+        let reopened = InProcess::open(&config(&["--data-dir", data]), Some("1")).unwrap();
+        assert_eq!(reopened.cloud.get_volume(&kept.id).unwrap().name, "kept");
+        drop(reopened);
+
+        let other = tempfile::tempdir().unwrap();
+        let data = other.path().to_str().unwrap();
+        let flags = ["--data-dir", data, "--cloud-ephemeral"];
+        let ephemeral = InProcess::open(&config(&flags), Some("1")).unwrap();
+        let gone = a_volume(&ephemeral.cloud, "gone");
+        // The image is there for the node to attach; the metadata is not written.
+        assert!(other
+            .path()
+            .join("volumes")
+            .join(format!("{}.img", gone.id))
+            .is_file());
+        assert!(!other.path().join("state.json").exists());
+        drop(ephemeral);
+        let reopened = InProcess::open(&config(&flags), Some("1")).unwrap();
+        assert!(reopened.cloud.get_volume(&gone.id).is_err());
+        assert!(other.path().exists(), "a chosen data dir is never removed");
+    }
 }
