@@ -571,10 +571,12 @@ pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report>
             .await
             .with_context(|| format!("reading the capabilities of {endpoint}"))?;
         if !clients.extra_nodes.is_empty() {
-            let second = match &bundled {
-                Some(b) => Some(b.second_node_id.clone()),
-                None => config.suite.second_node_id.clone(),
-            };
+            // The bundled driver's own second node unless the caller named one.
+            let second = config
+                .suite
+                .second_node_id
+                .clone()
+                .or_else(|| bundled.as_ref().map(|b| b.second_node_id.clone()));
             check_node_pool(&clients, &caps, second.as_deref(), config.connect_timeout).await?;
         }
         anyhow::Ok((clients, caps, bundled))

@@ -248,45 +248,42 @@ fn parallel_specs_spread_over_the_bundled_drivers_nodes() {
     assert!(last_line(&out).contains(" 0 failed"), "{out}");
 }
 
+/// Runs csi-sanity on the Identity specs with `args`; it must exit 2 saying `says`.
+fn refused(args: &[&str], says: &str) {
+    let mut all = args.to_vec();
+    all.extend(["--ginkgo.focus", "^Identity::"]);
+    let o = csi_sanity(&all);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+}
+
 #[test]
 fn node_endpoints_must_be_distinct_nodes_other_than_the_second_node() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let driver = rt.block_on(TestDriver::start());
     let other = rt.block_on(TestDriver::start_with(&["--node-id=2"]));
     let ep = driver.endpoint();
-    let o = csi_sanity(&[
-        "--csi.endpoint",
-        &ep,
-        "--csi.nodeendpoints",
-        &ep,
-        "--ginkgo.focus",
-        "^Identity::",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("--csi.nodeendpoints entry 1 is node \"1\" again"),
-        "{}",
-        stderr(&o)
+    refused(
+        &["--csi.endpoint", &ep, "--csi.nodeendpoints", &ep],
+        "--csi.nodeendpoints entry 1 is node \"1\" again",
     );
-
-    let o = csi_sanity(&[
-        "--csi.endpoint",
-        &ep,
+    let second = [
         "--csi.nodeendpoints",
         &other.endpoint(),
         "--csi.secondnodeid",
         "2",
-        "--ginkgo.focus",
-        "^Identity::",
-    ]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("also --csi.secondnodeid"),
-        "{}",
-        stderr(&o)
+    ];
+    refused(
+        &[&["--csi.endpoint", ep.as_str()][..], &second].concat(),
+        "also --csi.secondnodeid",
     );
-
-    let o = csi_sanity(&["--csi.bundlednodes", "0"]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("csi.bundlednodes"), "{}", stderr(&o));
+    // The bundled driver's nodes are droplets 1 and 2 here.
+    refused(
+        &["--csi.parallel", "2", "--csi.secondnodeid", "2"],
+        "also --csi.secondnodeid",
+    );
+    refused(
+        &["--csi.bundlednodes", "0"],
+        "-csi.bundlednodes: must be from 1 to 64",
+    );
 }
