@@ -9,6 +9,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// The most nodes the bundled driver runs.
+pub const MAX_NODES: usize = 64;
+
 /// A bundled driver, kept alive for the run; [`Bundled::stop`] shuts it down before
 /// its temporary directory goes away.
 pub struct Bundled {

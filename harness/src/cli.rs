@@ -495,8 +495,9 @@ fn apply(
         }
         "csi.bundlednodes" => {
             let n = parse_i64(name, value)?;
-            if !(1..=64).contains(&n) {
-                return Err(usage(format!("-{name}: must be from 1 to 64")));
+            let max = crate::bundled::MAX_NODES as i64;
+            if !(1..=max).contains(&n) {
+                return Err(usage(format!("-{name}: must be from 1 to {max}")));
             }
             config.bundled_nodes = Some(n as usize);
         }

@@ -538,11 +538,22 @@ pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report>
         return Ok(Report::default());
     }
 
+    match (&config.endpoint, config.bundled_nodes) {
+        (None, _) if !config.extra_node_endpoints.is_empty() => anyhow::bail!(
+            "--csi.nodeendpoints needs --csi.endpoint: the bundled driver runs its own nodes (--csi.bundlednodes)"
+        ),
+        (Some(_), Some(_)) => anyhow::bail!(
+            "--csi.bundlednodes is for the bundled driver; with --csi.endpoint, give the other nodes with --csi.nodeendpoints"
+        ),
+        _ => {}
+    }
     let (clients, caps, bundled) = rt.block_on(async {
         let bundled = match &config.endpoint {
             Some(_) => None,
             None => {
-                let nodes = config.bundled_nodes.unwrap_or(config.parallel);
+                let nodes = config
+                    .bundled_nodes
+                    .unwrap_or(config.parallel.min(crate::bundled::MAX_NODES));
                 Some(crate::bundled::start(nodes).await?)
             }
         };

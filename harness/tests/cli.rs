@@ -286,4 +286,12 @@ fn node_endpoints_must_be_distinct_nodes_other_than_the_second_node() {
         &["--csi.bundlednodes", "0"],
         "-csi.bundlednodes: must be from 1 to 64",
     );
+    refused(
+        &["--csi.endpoint", &ep, "--csi.bundlednodes", "2"],
+        "--csi.bundlednodes is for the bundled driver",
+    );
+    refused(
+        &["--csi.nodeendpoints", &ep],
+        "--csi.nodeendpoints needs --csi.endpoint",
+    );
 }

@@ -266,6 +266,8 @@ pub(crate) struct RunInner {
     pub(crate) ledger: Arc<Mutex<Ledger>>,
     /// The node endpoint first, then the extra ones.
     nodes: Vec<Arc<NodeSlot>>,
+    /// Held while a spec picks its node, so two specs starting at once see each other.
+    picking: Mutex<()>,
 }
 
 /// One node plugin of the run, its cached NodeGetInfo, and how many specs use it now.
@@ -283,8 +285,10 @@ pub(crate) struct NodeLease {
 impl NodeLease {
     /// The node that the fewest running specs use, the first such in order, so that one
     /// spec at a time always gets the node endpoint itself.
-    fn take(nodes: &[Arc<NodeSlot>]) -> NodeLease {
-        let slot = nodes
+    fn take(run: &RunInner) -> NodeLease {
+        let _picking = run.picking.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = run
+            .nodes
             .iter()
             .min_by_key(|n| n.in_use.load(Ordering::Acquire))
             .expect("a run has at least its node endpoint")
@@ -341,6 +345,7 @@ impl RunState {
                 spec_seq: AtomicU64::new(0),
                 ledger: Arc::new(Mutex::new(Ledger::default())),
                 nodes,
+                picking: Mutex::new(()),
             }),
         }
     }
@@ -355,7 +360,7 @@ impl RunState {
             spec: Arc::new(SpecInner {
                 name: spec_name.to_string(),
                 seq,
-                node: NodeLease::take(&self.inner.nodes),
+                node: NodeLease::take(&self.inner),
                 counter: AtomicU64::new(0),
                 tracker: Tracker::new(self.inner.ledger.clone(), spec_name),
                 paths: Mutex::new(SpecPaths::default()),
