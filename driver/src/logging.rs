@@ -1,5 +1,7 @@
-//! Logging: tracing set-up, and the one gRPC layer that logs every failed RPC once,
-//! with its method, code, message and the request with secret fields redacted.
+//! Logging: tracing set-up, and the one gRPC layer that sees every RPC. It logs each
+//! failed RPC once, with its method, code, message and the request with secret fields
+//! redacted; on the way it bounds what a client can make the server hold or send back
+//! (the request body it buffers, the status message it answers with).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,6 +46,47 @@ fn redacted_request(method: &str, body: &Bytes) -> String {
     csi_proto::redact::redact_secrets(&name, message).unwrap_or_else(|| "<unreadable>".to_string())
 }
 
+/// The largest request body buffered: tonic's own limit on a decoded message (4 MiB) plus
+/// the 5-byte gRPC frame header. A larger one is answered RESOURCE_EXHAUSTED unread.
+pub const MAX_REQUEST_BYTES: usize = (4 << 20) + 5;
+
+/// The longest status message sent back, in bytes before percent-encoding. It travels in
+/// a header, and clients refuse header blocks past 16 KiB (tearing the whole connection
+/// down), so a message that echoes a huge request field must be cut.
+pub const MAX_STATUS_MESSAGE_BYTES: usize = 2048;
+
+/// `status` with its message cut to [`MAX_STATUS_MESSAGE_BYTES`], or `None` if it fits.
+fn bounded(status: &tonic::Status) -> Option<tonic::Status> {
+    let message = status.message();
+    if message.len() <= MAX_STATUS_MESSAGE_BYTES {
+        return None;
+    }
+    let mut end = MAX_STATUS_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(tonic::Status::new(
+        status.code(),
+        format!(
+            "{}… (message cut from {} bytes)",
+            &message[..end],
+            message.len()
+        ),
+    ))
+}
+
+/// A trailers-only gRPC response carrying `status`.
+fn status_response<B: Default>(status: &tonic::Status) -> http::Response<B> {
+    let mut response = http::Response::new(B::default());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    // Only fails for a status with invalid details; ours have none.
+    let _ = status.add_header(response.headers_mut());
+    response
+}
+
 /// The tower layer that logs failed RPCs; add it once, to the server builder.
 #[derive(Debug, Clone, Default)]
 pub struct RpcLogLayer;
@@ -74,7 +117,7 @@ where
     S: Service<http::Request<Body>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError> + Send,
-    ResBody: Send + 'static,
+    ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -92,15 +135,29 @@ where
             let started = Instant::now();
             let (parts, body) = request.into_parts();
             let path = parts.uri.path().to_string();
-            let bytes = body
+            let (service, method) = split_method(&path);
+            let bytes = match http_body_util::Limited::new(body, MAX_REQUEST_BYTES)
                 .collect()
                 .await
-                .map_err(Into::<BoxError>::into)?
-                .to_bytes();
+            {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    let status = tonic::Status::resource_exhausted(format!(
+                        "the request is over {MAX_REQUEST_BYTES} bytes"
+                    ));
+                    crate::metrics::record_rpc(method, status.code(), started.elapsed());
+                    tracing::warn!(service, method, code = ?status.code(), message = status.message(), "RPC failed");
+                    return Ok(status_response(&status));
+                }
+                Err(e) => return Err(e),
+            };
             let request = http::Request::from_parts(parts, Body::new(Full::new(bytes.clone())));
-            let response = inner.call(request).await.map_err(Into::into)?;
-            let (service, method) = split_method(&path);
-            let status = tonic::Status::from_header_map(response.headers());
+            let mut response = inner.call(request).await.map_err(Into::into)?;
+            let mut status = tonic::Status::from_header_map(response.headers());
+            if let Some(short) = status.as_ref().and_then(bounded) {
+                let _ = short.add_header(response.headers_mut());
+                status = Some(short);
+            }
             let code = status.as_ref().map(|s| s.code()).unwrap_or(tonic::Code::Ok);
             crate::metrics::record_rpc(method, code, started.elapsed());
             if let Some(status) = status.filter(|s| s.code() != tonic::Code::Ok) {
@@ -128,7 +185,18 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::split_method;
+    use super::{bounded, split_method, MAX_STATUS_MESSAGE_BYTES};
+
+    #[test]
+    fn long_status_messages_are_cut_at_a_char_boundary() {
+        let short = tonic::Status::invalid_argument("fs_type \"btrfs\" is invalid");
+        assert!(bounded(&short).is_none());
+        let long = tonic::Status::invalid_argument("é".repeat(20_000));
+        let cut = bounded(&long).expect("cut");
+        assert_eq!(cut.code(), tonic::Code::InvalidArgument);
+        assert!(cut.message().len() < MAX_STATUS_MESSAGE_BYTES + 64);
+        assert!(cut.message().ends_with("(message cut from 40000 bytes)"));
+    }
 
     #[test]
     fn methods_split_into_service_and_rpc() {

@@ -1292,3 +1292,69 @@ fn every_rpc_answers_arbitrary_requests_with_a_deliberate_code() {
         }
     }
 }
+
+/// Requests with huge fields get a short answer on a connection that stays up: a status
+/// message echoing a 48 KiB field would overflow the client's 16 KiB header limit and
+/// make it drop the connection (GOAWAY ENHANCE_YOUR_CALM), failing every call on it. The
+/// property test above found this; here it is pinned down.
+#[test]
+fn huge_fields_get_short_answers_and_the_connection_stays_up() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (mut target, endpoint) = Target::start();
+    let channel = rt.block_on(connect(&endpoint, &mut target));
+    let staging = target.scratch.path().join("paths").join("huge");
+    let huge = "é".repeat(24 << 10);
+    let mount = |fs_type: &str, flags: Vec<String>| VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: access_mode::Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs_type.to_string(),
+            mount_flags: flags,
+            volume_mount_group: String::new(),
+        })),
+    };
+    let cases = [
+        ("fs_type", mount(&huge, Vec::new())),
+        ("mount_flags", mount("ext4", vec![format!("x-{huge}")])),
+    ];
+    rt.block_on(async {
+        for (what, capability) in cases {
+            let status = NodeClient::new(channel.clone())
+                .node_stage_volume(NodeStageVolumeRequest {
+                    volume_id: "huge-fields".into(),
+                    staging_target_path: staging.display().to_string(),
+                    volume_capability: Some(capability),
+                    ..Default::default()
+                })
+                .await
+                .expect_err(what);
+            assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+            assert!(
+                status.message().len() < 512 && status.message().contains("bytes)"),
+                "{what}: {} bytes: {}",
+                status.message().len(),
+                shorten(status.message())
+            );
+            IdentityClient::new(channel.clone())
+                .probe(ProbeRequest {})
+                .await
+                .unwrap_or_else(|e| panic!("Probe on the same connection after {what}: {e:?}"));
+        }
+
+        // Past the 4 MiB message limit: refused before it is read, the connection stays.
+        let status = ControllerClient::new(channel.clone())
+            .create_volume(CreateVolumeRequest {
+                name: "x".repeat(5 << 20),
+                ..Default::default()
+            })
+            .await
+            .expect_err("a 5 MiB request");
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        IdentityClient::new(channel.clone())
+            .probe(ProbeRequest {})
+            .await
+            .unwrap_or_else(|e| panic!("Probe on the same connection after 5 MiB: {e:?}"));
+    });
+    assert!(target.alive().is_ok());
+}

@@ -32,23 +32,10 @@ const FORBIDDEN: &[&str] = &["/", "/proc", "/sys", "/dev"];
 /// Trees nothing is ever mounted into or created in.
 const FORBIDDEN_TREES: &[&str] = &["/proc", "/sys"];
 
-/// A shortened copy of a hostile value, for messages.
-fn shown(value: &str) -> String {
-    const MAX: usize = 80;
-    if value.len() <= MAX {
-        return value.to_string();
-    }
-    let mut end = MAX;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &value[..end], value.len())
-}
-
 fn invalid(field: &'static str, value: &str, reason: impl Into<String>) -> MountError {
     MountError::InvalidField {
         field,
-        value: shown(value),
+        value: value.to_string(),
         reason: reason.into(),
     }
 }
