@@ -5,6 +5,18 @@ use tonic::{Code, Status};
 
 use crate::cloud::CloudError;
 
+/// Longest piece of a request echoed in an error message.
+const MAX_ECHO_CHARS: usize = 64;
+
+/// A request value quoted for an error message, cut short if long: a status message
+/// travels in an HTTP/2 header, and input may be megabytes long.
+pub fn shown(value: &str) -> String {
+    match value.char_indices().nth(MAX_ECHO_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    }
+}
+
 /// The status for a cloud error. Handlers that give an error a meaning of their own (a
 /// 404 that makes DeleteVolume succeed, say) match on it before falling back to this.
 pub fn cloud_status(err: &CloudError) -> Status {

@@ -217,10 +217,7 @@ async fn check_node_pool(
         anyhow::bail!("--csi.nodeendpoints: the driver does not serve the Node service");
     }
     let mut seen: Vec<String> = Vec::new();
-    for (i, node) in std::iter::once(&clients.node)
-        .chain(&clients.extra_nodes)
-        .enumerate()
-    {
+    for (i, node) in clients.all_nodes().enumerate() {
         let which = if i == 0 {
             "--csi.endpoint".to_string()
         } else {
@@ -581,19 +578,24 @@ pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report>
         let caps = read_capabilities(&clients, config.connect_timeout)
             .await
             .with_context(|| format!("reading the capabilities of {endpoint}"))?;
-        if !clients.extra_nodes.is_empty() {
-            // The bundled driver's own second node unless the caller named one.
-            let second = config
-                .suite
-                .second_node_id
-                .clone()
-                .or_else(|| bundled.as_ref().map(|b| b.second_node_id.clone()));
-            check_node_pool(&clients, &caps, second.as_deref(), config.connect_timeout).await?;
-        }
         anyhow::Ok((clients, caps, bundled))
     })?;
     if let Some(b) = &bundled {
         bundled_defaults(&mut config, b);
+    }
+    if !clients.extra_nodes.is_empty() {
+        let second = config.suite.second_node_id.as_deref();
+        if let Err(e) = rt.block_on(check_node_pool(
+            &clients,
+            &caps,
+            second,
+            config.connect_timeout,
+        )) {
+            if let Some(b) = bundled {
+                rt.block_on(b.stop());
+            }
+            return Err(e);
+        }
     }
     let mut caps = caps.with_config(&config.suite);
     // An external driver mounts with its own privileges; the bundled one mounts in this

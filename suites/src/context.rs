@@ -55,6 +55,11 @@ impl Clients {
         }
     }
 
+    /// The node endpoint's client, then the extra nodes'.
+    pub fn all_nodes(&self) -> impl Iterator<Item = &NodeClient<Channel>> {
+        std::iter::once(&self.node).chain(&self.extra_nodes)
+    }
+
     /// The same clients with node plugins of further nodes.
     pub fn with_extra_nodes(mut self, channels: impl IntoIterator<Item = Channel>) -> Self {
         self.extra_nodes = channels.into_iter().map(NodeClient::new).collect();
@@ -326,8 +331,8 @@ impl RunState {
         caps: Capabilities,
         prefix: String,
     ) -> RunState {
-        let nodes = std::iter::once(&clients.node)
-            .chain(&clients.extra_nodes)
+        let nodes = clients
+            .all_nodes()
             .map(|client| {
                 Arc::new(NodeSlot {
                     client: client.clone(),

@@ -21,6 +21,7 @@ use tonic::Status;
 
 use crate::cloud::{GIB, MAX_VOLUME_GIB, MIN_VOLUME_GIB};
 use crate::config::TOPOLOGY_REGION_KEY;
+pub use crate::status::shown;
 
 /// Longest string field the spec requires a plugin to accept, and the most it must.
 pub const MAX_STRING_BYTES: usize = 128;
@@ -42,18 +43,6 @@ pub const PARAM_TAGS: &str = "tags";
 
 /// Filesystems NodeStage can make.
 pub const SUPPORTED_FS_TYPES: [&str; 2] = ["ext4", "xfs"];
-
-/// Longest piece of a request echoed in an error message.
-const MAX_ECHO_CHARS: usize = 64;
-
-/// A request value quoted for an error message, cut short if long: a status message
-/// travels in an HTTP/2 header, and input may be megabytes long.
-pub fn shown(value: &str) -> String {
-    match value.char_indices().nth(MAX_ECHO_CHARS) {
-        None => format!("{value:?}"),
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
-    }
-}
 
 /// A string field that must be present, within the size limit.
 #[allow(clippy::result_large_err)]

@@ -16,22 +16,6 @@ pub mod vfs;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The most bytes of a request's value that an error message repeats.
-pub const ECHO_BYTES: usize = 80;
-
-/// `value` quoted for a message, cut to [`ECHO_BYTES`] with its full length noted. A
-/// message travels back in a response header, and a hostile value can be megabytes.
-pub fn echo(value: &str) -> String {
-    if value.len() <= ECHO_BYTES {
-        return format!("{value:?}");
-    }
-    let mut end = ECHO_BYTES;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}… ({} bytes)", &value[..end], value.len())
-}
-
 /// A failure of the node's mount layer, or a node state that forbids the request.
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -40,8 +24,8 @@ pub enum MountError {
     MissingField { field: &'static str },
 
     /// A request field has a value the node refuses; the message shows the value cut
-    /// short ([`echo`]).
-    #[error("{field} {} is invalid: {reason}", echo(value))]
+    /// short ([`crate::status::shown`]).
+    #[error("{field} {} is invalid: {reason}", crate::status::shown(value))]
     InvalidField {
         field: &'static str,
         value: String,
