@@ -782,7 +782,7 @@ impl NodeService {
 
         if fs == FsType::Xfs {
             if let Err(e) = self.grow_xfs_after_mount(device, &staging).await {
-                let _ = vfs::unmount_all(&staging);
+                let _ = vfs::unmount_all_patiently(&staging).await;
                 return Err(e);
             }
         }
@@ -963,7 +963,7 @@ impl NodeService {
         let Some(loop_handle) = loop_handle else {
             match &staged_at {
                 Some(mount) => {
-                    vfs::unmount_all(mount)?;
+                    vfs::unmount_all_patiently(mount).await?;
                     tracing::info!(volume_id, staging = %mount.display(), "unstaged");
                 }
                 // Not staged is fine, as long as the volume exists.
@@ -994,7 +994,7 @@ impl NodeService {
             loop_handle.device().id,
         )?;
         if let Some(mount) = &staged_at {
-            if let Err(e) = vfs::unmount_all(mount) {
+            if let Err(e) = vfs::unmount_all_patiently(mount).await {
                 for link in &links {
                     let _ = device::link_to(link, loop_handle.device());
                 }
@@ -1198,7 +1198,7 @@ impl NodeService {
             // spec: an unknown volume is NOT_FOUND; what it might have left is not touched.
             self.check_volume_exists(&volume_id)?;
         }
-        if vfs::unmount_all(&target)? > 0 {
+        if vfs::unmount_all_patiently(&target).await? > 0 {
             tracing::info!(volume_id, target = %target.display(), "unpublished");
         }
         paths::remove_target(FIELD, &target)

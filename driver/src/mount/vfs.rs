@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
@@ -312,9 +313,110 @@ pub fn unmount_all(path: &Path) -> Result<usize, MountError> {
     Ok(removed)
 }
 
+/// The pauses between tries while a mount is busy: 315 ms in all. Anything that merely
+/// passes through a mount holds it for a moment: a path lookup, or a child process
+/// between fork and exec that still has a copy of its parent's open descriptors (the
+/// harness's bundled driver forks mkfs while the harness writes to a published volume).
+/// A workload that really keeps the mount busy still gets [`MountError::Busy`].
+const BUSY_PAUSES: [Duration; 6] = [
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(20),
+    Duration::from_millis(40),
+    Duration::from_millis(80),
+    Duration::from_millis(160),
+];
+
+/// [`unmount_all`], tried again after a short pause while the mount is busy. The pauses
+/// are async, so a busy mount holds up no other RPC. Returns how many mounts the last
+/// try removed.
+pub async fn unmount_all_patiently(path: &Path) -> Result<usize, MountError> {
+    let mut pauses = BUSY_PAUSES.iter();
+    loop {
+        match unmount_all(path) {
+            Err(MountError::Busy { .. }) if pauses.len() > 0 => {
+                let pause = pauses.next().copied().unwrap_or_default();
+                tracing::debug!(path = %path.display(), ?pause, "mount busy; trying again");
+                tokio::time::sleep(pause).await;
+            }
+            done => return done,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tmpfs mounted on a fresh directory, detached (lazily) when dropped. None, after
+    /// printing why, when this process may not mount.
+    struct Tmpfs {
+        dir: tempfile::TempDir,
+    }
+
+    impl Tmpfs {
+        fn mount() -> Option<Tmpfs> {
+            if !nix::unistd::Uid::effective().is_root() {
+                println!("skipped: needs root");
+                return None;
+            }
+            let dir = tempfile::tempdir().unwrap();
+            match nix::mount::mount(
+                Some("tmpfs"),
+                dir.path(),
+                Some("tmpfs"),
+                MsFlags::empty(),
+                None::<&str>,
+            ) {
+                Ok(()) => Some(Tmpfs { dir }),
+                Err(e) => {
+                    println!("skipped: cannot mount a tmpfs here ({e})");
+                    None
+                }
+            }
+        }
+
+        fn mounted(&self) -> bool {
+            MountTable::read().unwrap().at(self.dir.path()).is_some()
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(self.dir.path(), MntFlags::MNT_DETACH);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_mount_busy_for_a_moment_is_unmounted_on_a_later_try() {
+        let Some(tmpfs) = Tmpfs::mount() else { return };
+        let held = std::fs::File::create(tmpfs.dir.path().join("held")).unwrap();
+        assert!(matches!(
+            unmount_all(tmpfs.dir.path()),
+            Err(MountError::Busy { .. })
+        ));
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            drop(held);
+        });
+        assert_eq!(unmount_all_patiently(tmpfs.dir.path()).await.unwrap(), 1);
+        holder.join().unwrap();
+        assert!(!tmpfs.mounted());
+    }
+
+    #[tokio::test]
+    async fn a_mount_kept_busy_is_still_busy_after_the_pauses() {
+        let Some(tmpfs) = Tmpfs::mount() else { return };
+        let held = std::fs::File::create(tmpfs.dir.path().join("held")).unwrap();
+        let started = std::time::Instant::now();
+        let err = unmount_all_patiently(tmpfs.dir.path()).await.unwrap_err();
+        assert!(matches!(err, MountError::Busy { .. }), "{err}");
+        assert!(started.elapsed() >= BUSY_PAUSES.iter().sum::<Duration>());
+        assert!(tmpfs.mounted());
+        drop(held);
+        assert_eq!(unmount_all_patiently(tmpfs.dir.path()).await.unwrap(), 1);
+        assert!(!tmpfs.mounted());
+    }
 
     fn parse(flags: &[&str]) -> Result<MountOptions, MountError> {
         let flags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
