@@ -6,7 +6,8 @@
 //! 1. the round-trip time of an empty Probe (the floor every RPC is compared with) and
 //!    CreateVolume against the in-memory cloud, both in process;
 //! 2. the driver's idle RSS (the `csi-driver` binary, started and probed once);
-//! 3. `csi-sanity load` against the `csi-driver` binary, with its peak RSS;
+//! 3. `csi-sanity load` against the `csi-driver` binary, with its peak RSS, and at
+//!    500 ms attach latency on one node and spread over 8;
 //! 4. the full conformance suite's wall time (the `csi-sanity` binary against the
 //!    `csi-driver` binary) with the cloud's attach latency at 0 and 500 ms: with
 //!    `--csi.parallel 1` on one node, and with `--csi.parallel 8` on one node and spread
@@ -310,45 +311,93 @@ async fn idle_rss(rows: &mut Vec<Row>) {
     ));
 }
 
-/// Part 3: the load mode against the driver binary, with its peak RSS.
-async fn load(rows: &mut Vec<Row>) {
+/// `csi-driver` processes in `dir` with the cloud's attach latency: the controller with
+/// droplet 1's node plugin (droplets 1 to `droplets` registered, at least 3), and
+/// node-only plugins for droplets 2 to `nodes`.
+fn cluster(
+    dir: &Path,
+    attach_latency: &str,
+    droplets: u32,
+    nodes: u32,
+) -> (DriverProcess, Vec<DriverProcess>) {
+    let mut extra = vec!["--attach-latency".to_string(), attach_latency.to_string()];
+    for droplet in 4..=droplets {
+        extra.extend(["--droplet".to_string(), format!("{droplet}:nyc3")]);
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let driver = DriverProcess::start(dir, &extra);
+    let node_plugins = (2..=nodes)
+        .map(|droplet| DriverProcess::node(dir, droplet))
+        .collect();
+    (driver, node_plugins)
+}
+
+/// One `csi-sanity load` run against `csi-driver` processes: the controller with droplet
+/// 1's node plugin, and node-only plugins for droplets 2 to `nodes`.
+async fn load_run(
+    attach_latency: &str,
+    lifecycles: u32,
+    nodes: u32,
+) -> csi_sanity::load::LoadReport {
     let dir = tempfile::tempdir().unwrap();
-    let driver = DriverProcess::start(dir.path(), &[]);
-    let args = LoadArgs::try_parse_from([
+    let (driver, node_plugins) = cluster(dir.path(), attach_latency, nodes, nodes);
+    let mut args = vec![
         "load".to_string(),
         format!("--csi.endpoint={}", driver.endpoint),
         "--concurrency=8".to_string(),
-        "--lifecycles=200".to_string(),
+        format!("--lifecycles={lifecycles}"),
         format!("--driver-pid={}", driver.pid()),
         format!("--csi.mountdir={}", dir.path().join("mount").display()),
         format!("--csi.stagingdir={}", dir.path().join("staging").display()),
-    ])
-    .unwrap();
-    let report = csi_sanity::load::run(args).await.expect("the load run");
+    ];
+    if !node_plugins.is_empty() {
+        let endpoints: Vec<&str> = node_plugins.iter().map(|n| n.endpoint.as_str()).collect();
+        args.push(format!("--csi.nodeendpoints={}", endpoints.join(",")));
+    }
+    let report = csi_sanity::load::run(LoadArgs::try_parse_from(args).unwrap())
+        .await
+        .expect("the load run");
     println!("{report}\n");
+    drop(node_plugins);
+    drop(driver);
+    report
+}
+
+fn load_outcome(report: &csi_sanity::load::LoadReport) -> String {
+    format!(
+        "{:.1} lifecycles/s, {} failed, errors {}",
+        report.lifecycles_per_second(),
+        report.lifecycles_failed,
+        if report.errors.is_empty() {
+            "none".to_string()
+        } else {
+            format!("{:?}", report.errors)
+        }
+    )
+}
+
+fn leftovers(report: &csi_sanity::load::LoadReport) -> String {
+    if report.leftovers.is_empty() {
+        "nothing left behind".to_string()
+    } else {
+        format!("LEFT: {}", report.leftovers.join(", "))
+    }
+}
+
+/// Part 3: the load mode against the driver binary, with its peak RSS; then at 500 ms
+/// attach latency on one node and spread over 8.
+async fn load(rows: &mut Vec<Row>) {
+    let report = load_run("0s", 200, 1).await;
+    rows.push(row(
+        "load: 200 lifecycles, concurrency 8, csi-driver binary",
+        load_outcome(&report),
+        leftovers(&report),
+    ));
     let steps: Vec<String> = report
         .latencies
         .iter()
         .map(|(rpc, s)| format!("{rpc} {}", ms(s.p50)))
         .collect();
-    rows.push(row(
-        "load: 200 lifecycles, concurrency 8, csi-driver binary",
-        format!(
-            "{:.1} lifecycles/s, {} failed, errors {}",
-            report.lifecycles_per_second(),
-            report.lifecycles_failed,
-            if report.errors.is_empty() {
-                "none".to_string()
-            } else {
-                format!("{:?}", report.errors)
-            }
-        ),
-        if report.leftovers.is_empty() {
-            "nothing left behind".to_string()
-        } else {
-            format!("LEFT: {}", report.leftovers.join(", "))
-        },
-    ));
     rows.push(row("load: p50 per RPC", steps.join(", "), ""));
     if let Some(rss) = &report.peak_rss {
         rows.push(row("csi-driver peak RSS under load", mib(rss.kib), ""));
@@ -356,24 +405,28 @@ async fn load(rows: &mut Vec<Row>) {
     if !report.skipped_steps.is_empty() {
         rows.push(row("load: skipped", report.skipped_steps.join("; "), ""));
     }
+    for nodes in [1, 8] {
+        let report = load_run("500ms", 24, nodes).await;
+        let node_s = if nodes == 1 { "" } else { "s" };
+        rows.push(row(
+            format!("load: 24 lifecycles, concurrency 8, attach 500ms, {nodes} node{node_s}"),
+            format!(
+                "{} in {:.2}s",
+                load_outcome(&report),
+                report.elapsed.as_secs_f64()
+            ),
+            leftovers(&report),
+        ));
+    }
 }
 
-/// One full-suite run: wall time and the summary line.
 /// One run of the `csi-sanity` binary against `csi-driver` processes: `nodes` node
 /// plugins (droplets 1 to `nodes`, the first in the controller's process), the droplet
 /// after them as the second node of the two-node specs.
 fn suite_run(attach_latency: &str, parallel: u32, nodes: u32) -> (Duration, String) {
     let dir = tempfile::tempdir().unwrap();
     let second = nodes.max(2) + 1;
-    let mut extra = vec!["--attach-latency".to_string(), attach_latency.to_string()];
-    for droplet in 4..=second {
-        extra.extend(["--droplet".to_string(), format!("{droplet}:nyc3")]);
-    }
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let driver = DriverProcess::start(dir.path(), &extra);
-    let node_plugins: Vec<DriverProcess> = (2..=nodes)
-        .map(|droplet| DriverProcess::node(dir.path(), droplet))
-        .collect();
+    let (driver, node_plugins) = cluster(dir.path(), attach_latency, second, nodes);
     let node_endpoints: Vec<&str> = node_plugins.iter().map(|n| n.endpoint.as_str()).collect();
     // The one parameter the driver can change on a volume, so the ModifyVolume specs run.
     let mutable = dir.path().join("mutable.yaml");

@@ -9,20 +9,23 @@
 //! process is not root (it would have to mount). A step that fails with a code a CO
 //! retries (ABORTED, UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED) is retried with
 //! backoff, as a CO would; every failed attempt still counts under errors by code.
-//! Lifecycles holding a volume on the node never exceed its max_volumes_per_node, as a
-//! scheduler would see to. Whatever a lifecycle made is undone,
+//! Lifecycles spread over the nodes (`--csi.nodeendpoints`, or the bundled driver's
+//! `--csi.bundlednodes`): each runs on the node with the fewest in flight. Lifecycles
+//! holding a volume on a node never exceed its max_volumes_per_node, as a scheduler
+//! would see to. Whatever a lifecycle made is undone,
 //! in reverse order, even when a step fails and even on Ctrl-C: the first Ctrl-C stops
 //! new calls and lets every lifecycle unwind; a second one exits at once.
 //!
 //! ```text
 //! csi-sanity load --concurrency 8 --lifecycles 200
 //! csi-sanity load --csi.endpoint unix:///run/csi.sock --duration 30s --rate 5 --driver-pid 1234
+//! csi-sanity load --csi.endpoint unix:///n1/csi.sock --csi.nodeendpoints unix:///n2/csi.sock,unix:///n3/csi.sock
 //! ```
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +56,25 @@ pub struct LoadArgs {
     /// A separate controller endpoint.
     #[arg(long = "csi.controllerendpoint")]
     pub controller_endpoint: Option<String>,
+
+    /// Node plugins of more nodes of the same driver, comma-separated. Each lifecycle
+    /// runs on the node with the fewest lifecycles in flight (--csi.endpoint's node
+    /// counts too), as a scheduler spreads pods. Every node must be a different node.
+    #[arg(
+        long = "csi.nodeendpoints",
+        value_delimiter = ',',
+        requires = "endpoint"
+    )]
+    pub node_endpoints: Vec<String>,
+
+    /// How many nodes the bundled driver runs, each a droplet with its own node plugin
+    /// (1 to 64; default: --concurrency, at most 64).
+    #[arg(
+        long = "csi.bundlednodes",
+        conflicts_with = "endpoint",
+        value_parser = clap::value_parser!(u16).range(1..=crate::bundled::MAX_NODES as i64)
+    )]
+    pub bundled_nodes: Option<u16>,
 
     /// Lifecycles in flight at once.
     #[arg(long, default_value_t = 4)]
@@ -199,6 +221,13 @@ pub struct PeakRss {
     pub what: String,
 }
 
+/// How many lifecycles ran on one node.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeShare {
+    pub node_id: String,
+    pub lifecycles: u64,
+}
+
 /// What a load run found.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadReport {
@@ -222,6 +251,9 @@ pub struct LoadReport {
     /// How the run was shaped by what the driver reported.
     pub notes: Vec<String>,
     pub peak_rss: Option<PeakRss>,
+    /// The nodes lifecycles ran on, with how many each ran (empty when no step needed a
+    /// node).
+    pub nodes: Vec<NodeShare>,
     /// What could not be undone (volume ids, paths), empty when all was cleaned up.
     pub leftovers: Vec<String>,
 }
@@ -296,6 +328,19 @@ impl std::fmt::Display for LoadReport {
                 let sample = self.error_samples.get(what).map_or("", String::as_str);
                 writeln!(f, "  {what}: {n} (first: {sample})")?;
             }
+        }
+        if !self.nodes.is_empty() {
+            let shares: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| format!("{} ({})", n.node_id, n.lifecycles))
+                .collect();
+            writeln!(
+                f,
+                "lifecycles per node ({} nodes): {}",
+                self.nodes.len(),
+                shares.join(", ")
+            )?;
         }
         for skipped in &self.skipped_steps {
             writeln!(f, "skipped: {skipped}")?;
@@ -428,14 +473,37 @@ struct Plan {
     controller_publish: bool,
     stage: bool,
     node_steps: bool,
-    node_id: String,
-    /// The node's max_volumes_per_node (0: no limit).
-    max_volumes_per_node: i64,
+}
+
+/// A node lifecycles run on: its node plugin, its id, and how busy it is.
+struct LoadNode {
+    client: NodeClient<Channel>,
+    /// Empty when no step needs a node (and NodeGetInfo failed).
+    id: String,
+    /// One permit per volume the node may hold: a CO never schedules more volumes on
+    /// a node than it reports in max_volumes_per_node.
+    slots: Option<tokio::sync::Semaphore>,
+    in_flight: AtomicUsize,
+    ran: AtomicU64,
+}
+
+/// A lifecycle's hold on a node; the node counts one lifecycle fewer when it drops.
+struct NodeLease<'a> {
+    node: &'a LoadNode,
+}
+
+impl Drop for NodeLease<'_> {
+    fn drop(&mut self) {
+        self.node.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct Shared {
     controller: ControllerClient<Channel>,
-    node: NodeClient<Channel>,
+    /// --csi.endpoint's node first, then the others.
+    nodes: Vec<LoadNode>,
+    /// Held while a lifecycle picks its node, so two that start at once see each other.
+    picking: Mutex<()>,
     plan: Plan,
     recorder: Recorder,
     stopping: AtomicBool,
@@ -445,9 +513,6 @@ struct Shared {
     cut_short: AtomicU64,
     leftovers: Mutex<Vec<String>>,
     budget: Budget,
-    /// One permit per volume the node may hold: a CO never schedules more volumes on
-    /// a node than it reports in max_volumes_per_node.
-    node_slots: Option<tokio::sync::Semaphore>,
     prefix: String,
     mount_dir: PathBuf,
     staging_dir: PathBuf,
@@ -521,19 +586,34 @@ impl Shared {
     /// Run one lifecycle: forward until done or a step fails or a stop is asked, then
     /// undo in reverse. Ok when every step succeeded.
     async fn lifecycle(&self, n: u64) -> bool {
-        let _slot = match &self.node_slots {
+        let lease = self.pick_node();
+        let node = lease.node;
+        let _slot = match &node.slots {
             Some(slots) => slots.acquire().await.ok(),
             None => None,
         };
         let mut done = Done::default();
-        let forward = self.forward(n, &mut done).await;
-        let undone = self.undo(&mut done).await;
+        let forward = self.forward(n, node, &mut done).await;
+        let undone = self.undo(node, &mut done).await;
         forward && undone
+    }
+
+    /// The node with the fewest lifecycles in flight (the first such one on a tie).
+    fn pick_node(&self) -> NodeLease<'_> {
+        let _picking = self.picking.lock().unwrap_or_else(|e| e.into_inner());
+        let node = self
+            .nodes
+            .iter()
+            .min_by_key(|n| n.in_flight.load(Ordering::SeqCst))
+            .expect("at least one node");
+        node.in_flight.fetch_add(1, Ordering::SeqCst);
+        node.ran.fetch_add(1, Ordering::SeqCst);
+        NodeLease { node }
     }
 
     /// The forward half: each step is retried while it fails with a code a CO retries
     /// (every failed attempt still counts in the errors), and a stop request ends it.
-    async fn forward(&self, n: u64, done: &mut Done) -> bool {
+    async fn forward(&self, n: u64, node: &LoadNode, done: &mut Done) -> bool {
         let name = format!("{}-{n}", self.prefix);
         let create = CreateVolumeRequest {
             name: name.clone(),
@@ -563,7 +643,7 @@ impl Shared {
         if self.plan.controller_publish {
             let publish = ControllerPublishVolumeRequest {
                 volume_id: volume_id.clone(),
-                node_id: self.plan.node_id.clone(),
+                node_id: node.id.clone(),
                 volume_capability: Some(capability()),
                 volume_context: volume.volume_context.clone(),
                 ..Default::default()
@@ -601,7 +681,7 @@ impl Shared {
             done.staged = true;
             let staged = self
                 .call_retrying("NodeStageVolume", || {
-                    let (mut c, r) = (self.node.clone(), stage.clone());
+                    let (mut c, r) = (node.client.clone(), stage.clone());
                     async move { c.node_stage_volume(r).await }
                 })
                 .await;
@@ -630,7 +710,7 @@ impl Shared {
         done.node_published = true;
         let published = self
             .call_retrying("NodePublishVolume", || {
-                let (mut c, r) = (self.node.clone(), publish.clone());
+                let (mut c, r) = (node.client.clone(), publish.clone());
                 async move { c.node_publish_volume(r).await }
             })
             .await;
@@ -639,7 +719,7 @@ impl Shared {
 
     /// Undo what `done` says was done, in reverse order. Each step is retried, as a CO
     /// would, while it fails with a retriable code, for at most a minute.
-    async fn undo(&self, done: &mut Done) -> bool {
+    async fn undo(&self, node: &LoadNode, done: &mut Done) -> bool {
         let Some(volume_id) = done.volume_id.clone() else {
             return true;
         };
@@ -652,8 +732,8 @@ impl Shared {
             };
             let ok = self
                 .retrying("NodeUnpublishVolume", || {
-                    let (mut node, request) = (self.node.clone(), request.clone());
-                    async move { node.node_unpublish_volume(request).await }
+                    let (mut c, request) = (node.client.clone(), request.clone());
+                    async move { c.node_unpublish_volume(request).await }
                 })
                 .await;
             if !ok {
@@ -670,8 +750,8 @@ impl Shared {
             };
             let ok = self
                 .retrying("NodeUnstageVolume", || {
-                    let (mut node, request) = (self.node.clone(), request.clone());
-                    async move { node.node_unstage_volume(request).await }
+                    let (mut c, request) = (node.client.clone(), request.clone());
+                    async move { c.node_unstage_volume(request).await }
                 })
                 .await;
             if !ok {
@@ -685,7 +765,7 @@ impl Shared {
         if done.published {
             let request = ControllerUnpublishVolumeRequest {
                 volume_id: volume_id.clone(),
-                node_id: self.plan.node_id.clone(),
+                node_id: node.id.clone(),
                 ..Default::default()
             };
             let ok = self
@@ -695,10 +775,7 @@ impl Shared {
                 })
                 .await;
             if !ok {
-                self.left(format!(
-                    "attachment of {volume_id} to node {}",
-                    self.plan.node_id
-                ));
+                self.left(format!("attachment of {volume_id} to node {}", node.id));
                 clean = false;
             }
         }
@@ -779,7 +856,7 @@ async fn plan(
     controller: &mut ControllerClient<Channel>,
     node: &mut NodeClient<Channel>,
     bundled: bool,
-) -> anyhow::Result<(Plan, Vec<String>)> {
+) -> anyhow::Result<(Plan, Vec<String>, NodeGetInfoResponse)> {
     let caps: Vec<i32> = controller
         .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
         .await
@@ -820,20 +897,23 @@ async fn plan(
             .collect(),
         Err(_) => Vec::new(),
     };
-    let (node_id, max_volumes_per_node) = match node.node_get_info(NodeGetInfoRequest {}).await {
-        Ok(r) => {
-            let info = r.into_inner();
-            (info.node_id, info.max_volumes_per_node)
-        }
+    let first_node = match node.node_get_info(NodeGetInfoRequest {}).await {
+        Ok(r) => Some(r.into_inner()),
         Err(e) if controller_publish => {
             anyhow::bail!("NodeGetInfo failed, so there is no node to publish to: {e}")
         }
-        Err(_) => (String::new(), 0),
+        Err(_) => None,
     };
     let root = nix::unistd::geteuid().is_root();
-    let node_steps = (!bundled || root) && !node_id.is_empty();
+    let has_node = first_node.as_ref().is_some_and(|n| !n.node_id.is_empty());
+    let node_steps = (!bundled || root) && has_node;
     let stage = node_caps.contains(&(NodeRpc::StageUnstageVolume as i32));
-    if !node_steps {
+    if !has_node {
+        skipped.push(
+            "NodeStageVolume/NodePublishVolume and their undo (NodeGetInfo gave no node id)"
+                .to_string(),
+        );
+    } else if !node_steps {
         skipped.push(
             "NodeStageVolume/NodePublishVolume and their undo (skipped: needs root, the \
              bundled driver mounts in this process)"
@@ -847,11 +927,61 @@ async fn plan(
             controller_publish,
             stage,
             node_steps,
-            node_id,
-            max_volumes_per_node,
         },
         skipped,
+        first_node.unwrap_or_default(),
     ))
+}
+
+/// The nodes lifecycles run on: --csi.endpoint's (`first`), then each of `extra`, which
+/// must answer NodeGetInfo with a node id no other node has. A node gets slots when its
+/// max_volumes_per_node is below what could land on it at once.
+async fn load_nodes(
+    first: (NodeClient<Channel>, NodeGetInfoResponse),
+    extra: Vec<(String, NodeClient<Channel>)>,
+    volume_limited: bool,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<LoadNode>, Vec<String>)> {
+    let mut infos = vec![("--csi.endpoint".to_string(), first.0, first.1)];
+    for (endpoint, mut client) in extra {
+        let info = client
+            .node_get_info(NodeGetInfoRequest {})
+            .await
+            .with_context(|| format!("--csi.nodeendpoints: NodeGetInfo of {endpoint}"))?
+            .into_inner();
+        if info.node_id.is_empty() {
+            anyhow::bail!("--csi.nodeendpoints: {endpoint} answered NodeGetInfo with no node id");
+        }
+        if let Some((other, _, _)) = infos.iter().find(|(_, _, i)| i.node_id == info.node_id) {
+            anyhow::bail!(
+                "--csi.nodeendpoints: {endpoint} is node {:?}, as {other} is: every node endpoint must be a different node",
+                info.node_id
+            );
+        }
+        infos.push((endpoint, client, info));
+    }
+    let mut notes = Vec::new();
+    let nodes = infos
+        .into_iter()
+        .map(|(_, client, info)| {
+            let max = info.max_volumes_per_node;
+            let limited = volume_limited && max > 0 && (max as usize) < concurrency;
+            if limited {
+                notes.push(format!(
+                    "node {}: lifecycles wait for a slot beyond its max_volumes_per_node ({max})",
+                    info.node_id
+                ));
+            }
+            LoadNode {
+                client,
+                id: info.node_id,
+                slots: limited.then(|| tokio::sync::Semaphore::new(max as usize)),
+                in_flight: AtomicUsize::new(0),
+                ran: AtomicU64::new(0),
+            }
+        })
+        .collect();
+    Ok((nodes, notes))
 }
 
 /// Run a load test. Must be called inside a tokio runtime.
@@ -861,7 +991,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
     }
     let bundled = match &args.endpoint {
         Some(_) => None,
-        None => Some(crate::bundled::start(1).await?),
+        None => {
+            let nodes = args
+                .bundled_nodes
+                .map_or(args.concurrency.min(crate::bundled::MAX_NODES), usize::from);
+            Some(crate::bundled::start(nodes).await?)
+        }
     };
     let endpoint = match (&args.endpoint, &bundled) {
         (Some(e), _) => e.clone(),
@@ -890,7 +1025,28 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
     };
     let mut controller = ControllerClient::new(controller_channel);
     let mut node = NodeClient::new(node_channel);
-    let (plan, skipped_steps) = plan(&mut controller, &mut node, bundled.is_some()).await?;
+    let (plan, skipped_steps, first_node) =
+        plan(&mut controller, &mut node, bundled.is_some()).await?;
+    let extra_endpoints = match &bundled {
+        Some(b) => b.extra_node_endpoints.clone(),
+        None => args.node_endpoints.clone(),
+    };
+    let mut extra = Vec::new();
+    if plan.controller_publish || plan.node_steps {
+        for e in extra_endpoints {
+            let channel = connect(e.clone())
+                .await
+                .with_context(|| format!("--csi.nodeendpoints: {e}"))?;
+            extra.push((e, NodeClient::new(channel)));
+        }
+    }
+    let (nodes, notes) = load_nodes(
+        (node, first_node),
+        extra,
+        plan.controller_publish,
+        args.concurrency,
+    )
+    .await?;
 
     // Sample the peak memory of the driver (or of this process, which holds the bundled
     // driver) every 50 ms; VmHWM is already a peak, the sampling keeps the figure even
@@ -918,22 +1074,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
         (None, Some(_)) => None,
         (None, None) => Some(100),
     };
-    let node_slots = (plan.controller_publish
-        && plan.max_volumes_per_node > 0
-        && (plan.max_volumes_per_node as usize) < args.concurrency)
-        .then(|| tokio::sync::Semaphore::new(plan.max_volumes_per_node as usize));
-    let mut notes = Vec::new();
-    if node_slots.is_some() {
-        notes.push(format!(
-            "concurrency above the node's max_volumes_per_node ({}): lifecycles wait for a slot",
-            plan.max_volumes_per_node
-        ));
-    }
     let t0 = Instant::now();
     let random = uuid::Uuid::new_v4().simple().to_string();
     let shared = Arc::new(Shared {
         controller: controller.clone(),
-        node: node.clone(),
+        nodes,
+        picking: Mutex::new(()),
         plan,
         recorder: Recorder {
             rpc_timeout: Some(args.rpc_timeout),
@@ -951,7 +1097,6 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
             rate: args.rate,
             t0,
         },
-        node_slots,
         prefix: format!("{}-{}", args.name_prefix, &random[..8]),
         mount_dir,
         staging_dir,
@@ -1059,6 +1204,17 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
         error_samples,
         skipped_steps,
         notes,
+        nodes: shared
+            .nodes
+            .iter()
+            .filter(|n| {
+                !n.id.is_empty() && (shared.plan.controller_publish || shared.plan.node_steps)
+            })
+            .map(|n| NodeShare {
+                node_id: n.id.clone(),
+                lifecycles: n.ran.load(Ordering::SeqCst),
+            })
+            .collect(),
         peak_rss: rss_pid.filter(|_| peak > 0).map(|pid| PeakRss {
             pid,
             kib: peak,
@@ -1173,6 +1329,8 @@ mod tests {
             "--csi.mountdir=/tmp/m",
             "--volume-size",
             "2Gi",
+            "--csi.nodeendpoints",
+            "unix:///tmp/n2.sock,unix:///tmp/n3.sock",
         ])
         .unwrap();
         assert_eq!(a.endpoint.as_deref(), Some("unix:///tmp/x.sock"));
@@ -1181,6 +1339,12 @@ mod tests {
         assert_eq!(a.rate, Some(2.5));
         assert_eq!(a.driver_pid, Some(42));
         assert_eq!(a.volume_size, 2 << 30);
+        assert_eq!(
+            a.node_endpoints,
+            ["unix:///tmp/n2.sock", "unix:///tmp/n3.sock"]
+        );
+        let bundled = LoadArgs::try_parse_from(["load", "--csi.bundlednodes", "5"]).unwrap();
+        assert_eq!(bundled.bundled_nodes, Some(5));
         assert!(
             LoadArgs::try_parse_from(["load", "--lifecycles", "3", "--duration", "1s"]).is_err()
         );
