@@ -135,9 +135,9 @@ pub struct Config {
 
     /// With `--cloud memory` and `--data-dir`: keep the cloud's state in memory only, with
     /// no `state.json` and no fsync of images, so it dies with the process. For a data
-    /// dir that is itself temporary (the harness's bundled driver, benchmarks). Images an
-    /// earlier process left in the dir are not taken back. Without `--data-dir` the cloud
-    /// is always ephemeral.
+    /// dir that is itself temporary (the harness's bundled driver, benchmarks). At start,
+    /// images an earlier process left in the dir are removed, since no state names them.
+    /// Without `--data-dir` the cloud is always ephemeral.
     #[arg(long)]
     pub cloud_ephemeral: bool,
 

@@ -102,6 +102,36 @@ impl ImageStore {
         self.sync(&file)
     }
 
+    /// Removes the images (`*.img`) that no volume or snapshot the state knows names:
+    /// what an earlier process whose state died with it made, or what a crash between
+    /// writing an image and recording it left. Other files are left alone. Returns the
+    /// images removed.
+    pub fn reclaim_unnamed(
+        &self,
+        is_volume: impl Fn(&str) -> bool,
+        is_snapshot: impl Fn(&str) -> bool,
+    ) -> io::Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        let is_volume: &dyn Fn(&str) -> bool = &is_volume;
+        for (folder, known) in [("volumes", is_volume), ("snapshots", &is_snapshot)] {
+            for entry in fs::read_dir(self.root.join(folder))? {
+                let path = entry?.path();
+                let Some(id) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".img"))
+                else {
+                    continue;
+                };
+                if !known(id) {
+                    self.remove(&path)?;
+                    removed.push(path);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes an image; a missing file is not an error.
     pub fn remove(&self, path: &Path) -> io::Result<()> {
         match fs::remove_file(path) {

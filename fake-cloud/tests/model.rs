@@ -818,7 +818,36 @@ fn an_unpersisted_cloud_keeps_images_on_disk_but_writes_no_state() {
     assert!(cloud.volume_image_path(&v.id).unwrap().exists());
     assert!(!dir.path().join("state.json").exists());
     // A restart of such a cloud starts empty.
+    let image = cloud.volume_image_path(&v.id).unwrap();
+    let snap = cloud.create_snapshot(&v.id, "s", vec![]).unwrap();
+    let snap_image = cloud.snapshot_image_path(&snap.id).unwrap();
+    assert!(snap_image.exists());
+    let note = dir.path().join("volumes").join("README");
+    std::fs::write(&note, "not an image").unwrap();
     drop(cloud);
     let again = Cloud::open_unpersisted(disk_config(dir.path())).unwrap();
     assert!(again.get_volume(&v.id).is_err());
+    // Nothing names the earlier images any more: they are taken back, other files stay.
+    assert!(!image.exists(), "{}", image.display());
+    assert!(!snap_image.exists(), "{}", snap_image.display());
+    assert!(note.exists());
+}
+
+#[test]
+fn a_restarted_cloud_removes_images_its_state_does_not_name_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(VirtualClock::starting_now());
+    let (kept, snap) = {
+        let cloud = Cloud::open_with_clock(disk_config(dir.path()), clock.clone()).unwrap();
+        let v = volume(&cloud, "kept");
+        let snap = cloud.create_snapshot(&v.id, "s", vec![]).unwrap();
+        (v, snap)
+    };
+    // What a crash between writing an image and recording it leaves.
+    let stray = dir.path().join("volumes").join("never-recorded.img");
+    std::fs::write(&stray, b"orphan").unwrap();
+    let cloud = Cloud::open_with_clock(disk_config(dir.path()), clock).unwrap();
+    assert!(!stray.exists());
+    assert!(cloud.volume_image_path(&kept.id).unwrap().exists());
+    assert!(cloud.snapshot_image_path(&snap.id).unwrap().exists());
 }

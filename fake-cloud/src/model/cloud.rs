@@ -170,6 +170,19 @@ impl Cloud {
                 } else {
                     State::default()
                 };
+                let reclaimed = images
+                    .reclaim_unnamed(
+                        |id| state.volumes.contains_key(id),
+                        |id| state.snapshots.contains_key(id),
+                    )
+                    .map_err(|e| CloudError::io("reclaim images the state does not name", e))?;
+                if !reclaimed.is_empty() {
+                    tracing::info!(
+                        data_dir = %dir.display(),
+                        images = reclaimed.len(),
+                        "removed images that no volume or snapshot names"
+                    );
+                }
                 Some((images, persist_state.then_some(state_file), state))
             }
         };
