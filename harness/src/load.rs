@@ -935,7 +935,7 @@ async fn plan(
 
 /// The nodes lifecycles run on: --csi.endpoint's (`first`), then each of `extra`, which
 /// must answer NodeGetInfo with a node id no other node has. A node gets slots when its
-/// max_volumes_per_node is below what could land on it at once.
+/// max_volumes_per_node is below its share of the concurrency.
 async fn load_nodes(
     first: (NodeClient<Channel>, NodeGetInfoResponse),
     extra: Vec<(String, NodeClient<Channel>)>,
@@ -960,12 +960,14 @@ async fn load_nodes(
         }
         infos.push((endpoint, client, info));
     }
+    // Lifecycles go to the least busy node, so none holds more than its share at once.
+    let share = concurrency.div_ceil(infos.len());
     let mut notes = Vec::new();
     let nodes = infos
         .into_iter()
         .map(|(_, client, info)| {
             let max = info.max_volumes_per_node;
-            let limited = volume_limited && max > 0 && (max as usize) < concurrency;
+            let limited = volume_limited && max > 0 && (max as usize) < share;
             if limited {
                 notes.push(format!(
                     "node {}: lifecycles wait for a slot beyond its max_volumes_per_node ({max})",
