@@ -409,14 +409,6 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn error_count(&self) -> u64 {
-        self.errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .sum()
-    }
-
     async fn time<T, F>(&self, rpc: &'static str, call: F) -> Result<T, tonic::Status>
     where
         F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
@@ -548,6 +540,25 @@ fn retriable(code: Code) -> bool {
     )
 }
 
+/// How the forward half of a lifecycle ended.
+enum Forward {
+    /// Every step succeeded.
+    Done,
+    /// A stop request ended it (a step a CO would have retried counts too).
+    Stopped,
+    /// A step failed.
+    Failed,
+}
+
+/// How a whole lifecycle ended.
+enum Outcome {
+    Ok,
+    /// Stopped by Ctrl-C, and everything it made undone.
+    CutShort,
+    /// A step failed, or something could not be undone.
+    Failed,
+}
+
 /// What one lifecycle has done so far, so it can be undone in reverse.
 #[derive(Default)]
 struct Done {
@@ -584,8 +595,8 @@ impl Shared {
     }
 
     /// Run one lifecycle: forward until done or a step fails or a stop is asked, then
-    /// undo in reverse. Ok when every step succeeded.
-    async fn lifecycle(&self, n: u64) -> bool {
+    /// undo in reverse.
+    async fn lifecycle(&self, n: u64) -> Outcome {
         let lease = self.pick_node();
         let node = lease.node;
         let _slot = match &node.slots {
@@ -595,7 +606,22 @@ impl Shared {
         let mut done = Done::default();
         let forward = self.forward(n, node, &mut done).await;
         let undone = self.undo(node, &mut done).await;
-        forward && undone
+        match forward {
+            _ if !undone => Outcome::Failed,
+            Forward::Done => Outcome::Ok,
+            Forward::Stopped => Outcome::CutShort,
+            Forward::Failed => Outcome::Failed,
+        }
+    }
+
+    /// How a forward step that answered `status` ends the lifecycle: a code a CO would
+    /// have gone on retrying, had the run not been stopped, only cuts it short.
+    fn ended_by(&self, status: &tonic::Status) -> Forward {
+        if self.stopping() && retriable(status.code()) {
+            Forward::Stopped
+        } else {
+            Forward::Failed
+        }
     }
 
     /// The node with the fewest lifecycles in flight (the first such one on a tie).
@@ -613,7 +639,7 @@ impl Shared {
 
     /// The forward half: each step is retried while it fails with a code a CO retries
     /// (every failed attempt still counts in the errors), and a stop request ends it.
-    async fn forward(&self, n: u64, node: &LoadNode, done: &mut Done) -> bool {
+    async fn forward(&self, n: u64, node: &LoadNode, done: &mut Done) -> Forward {
         let name = format!("{}-{n}", self.prefix);
         let create = CreateVolumeRequest {
             name: name.clone(),
@@ -632,12 +658,13 @@ impl Shared {
             .await;
         let volume = match created.map(|r| r.volume) {
             Ok(Some(v)) => v,
-            _ => return false,
+            Ok(None) => return Forward::Failed,
+            Err(status) => return self.ended_by(&status),
         };
         done.volume_id = Some(volume.volume_id.clone());
         let volume_id = volume.volume_id;
         if self.stopping() {
-            return false;
+            return Forward::Stopped;
         }
         let mut publish_context = Default::default();
         if self.plan.controller_publish {
@@ -658,16 +685,19 @@ impl Shared {
                 .await
             {
                 Ok(r) => publish_context = r.publish_context,
-                Err(_) => return false,
+                Err(status) => return self.ended_by(&status),
             }
         }
-        if !self.plan.node_steps || self.stopping() {
-            return !self.stopping();
+        if self.stopping() {
+            return Forward::Stopped;
+        }
+        if !self.plan.node_steps {
+            return Forward::Done;
         }
         let staging = self.staging_dir.join(&name).display().to_string();
         if self.plan.stage {
             if std::fs::create_dir_all(&staging).is_err() {
-                return false;
+                return Forward::Failed;
             }
             done.staging = Some(staging.clone());
             let stage = NodeStageVolumeRequest {
@@ -685,13 +715,16 @@ impl Shared {
                     async move { c.node_stage_volume(r).await }
                 })
                 .await;
-            if staged.is_err() || self.stopping() {
-                return false;
+            if let Err(status) = staged {
+                return self.ended_by(&status);
+            }
+            if self.stopping() {
+                return Forward::Stopped;
             }
         }
         let target = self.mount_dir.join(&name).display().to_string();
         if std::fs::create_dir_all(&self.mount_dir).is_err() {
-            return false;
+            return Forward::Failed;
         }
         done.target = Some(target.clone());
         let publish = NodePublishVolumeRequest {
@@ -714,7 +747,11 @@ impl Shared {
                 async move { c.node_publish_volume(r).await }
             })
             .await;
-        published.is_ok() && !self.stopping()
+        match published {
+            Err(status) => self.ended_by(&status),
+            Ok(_) if self.stopping() => Forward::Stopped,
+            Ok(_) => Forward::Done,
+        }
     }
 
     /// Undo what `done` says was done, in reverse order. Each step is retried, as a CO
@@ -1109,13 +1146,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
             let shared = shared.clone();
             tokio::spawn(async move {
                 while let Some(n) = shared.next_lifecycle().await {
-                    let errors_before = shared.recorder.error_count();
-                    let counter = if shared.lifecycle(n).await {
-                        &shared.ok
-                    } else if shared.stopping() && shared.recorder.error_count() == errors_before {
-                        &shared.cut_short
-                    } else {
-                        &shared.failed
+                    let counter = match shared.lifecycle(n).await {
+                        Outcome::Ok => &shared.ok,
+                        Outcome::CutShort => &shared.cut_short,
+                        Outcome::Failed => &shared.failed,
                     };
                     counter.fetch_add(1, Ordering::SeqCst);
                 }
