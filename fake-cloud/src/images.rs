@@ -111,22 +111,26 @@ impl ImageStore {
         is_volume: impl Fn(&str) -> bool,
         is_snapshot: impl Fn(&str) -> bool,
     ) -> io::Result<Vec<PathBuf>> {
+        let mut removed = self.reclaim_in("volumes", is_volume)?;
+        removed.extend(self.reclaim_in("snapshots", is_snapshot)?);
+        Ok(removed)
+    }
+
+    /// [`ImageStore::reclaim_unnamed`] in one folder.
+    fn reclaim_in(&self, folder: &str, known: impl Fn(&str) -> bool) -> io::Result<Vec<PathBuf>> {
         let mut removed = Vec::new();
-        let is_volume: &dyn Fn(&str) -> bool = &is_volume;
-        for (folder, known) in [("volumes", is_volume), ("snapshots", &is_snapshot)] {
-            for entry in fs::read_dir(self.root.join(folder))? {
-                let path = entry?.path();
-                let Some(id) = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".img"))
-                else {
-                    continue;
-                };
-                if !known(id) {
-                    self.remove(&path)?;
-                    removed.push(path);
-                }
+        for entry in fs::read_dir(self.root.join(folder))? {
+            let path = entry?.path();
+            let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".img"))
+            else {
+                continue;
+            };
+            if !known(id) {
+                self.remove(&path)?;
+                removed.push(path);
             }
         }
         Ok(removed)

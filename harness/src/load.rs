@@ -540,21 +540,13 @@ fn retriable(code: Code) -> bool {
     )
 }
 
-/// How the forward half of a lifecycle ended.
-enum Forward {
-    /// Every step succeeded.
-    Done,
-    /// A stop request ended it (a step a CO would have retried counts too).
-    Stopped,
-    /// A step failed.
-    Failed,
-}
-
-/// How a whole lifecycle ended.
+/// How a lifecycle, or its forward half, ended.
 enum Outcome {
-    Ok,
-    /// Stopped by Ctrl-C, and everything it made undone.
-    CutShort,
+    /// Every step succeeded (and, for the whole lifecycle, was undone).
+    Done,
+    /// A stop request ended it (a step a CO would have retried counts too), and what
+    /// it made was undone.
+    Stopped,
     /// A step failed, or something could not be undone.
     Failed,
 }
@@ -606,21 +598,20 @@ impl Shared {
         let mut done = Done::default();
         let forward = self.forward(n, node, &mut done).await;
         let undone = self.undo(node, &mut done).await;
-        match forward {
-            _ if !undone => Outcome::Failed,
-            Forward::Done => Outcome::Ok,
-            Forward::Stopped => Outcome::CutShort,
-            Forward::Failed => Outcome::Failed,
+        if undone {
+            forward
+        } else {
+            Outcome::Failed
         }
     }
 
     /// How a forward step that answered `status` ends the lifecycle: a code a CO would
     /// have gone on retrying, had the run not been stopped, only cuts it short.
-    fn ended_by(&self, status: &tonic::Status) -> Forward {
+    fn ended_by(&self, status: &tonic::Status) -> Outcome {
         if self.stopping() && retriable(status.code()) {
-            Forward::Stopped
+            Outcome::Stopped
         } else {
-            Forward::Failed
+            Outcome::Failed
         }
     }
 
@@ -639,7 +630,7 @@ impl Shared {
 
     /// The forward half: each step is retried while it fails with a code a CO retries
     /// (every failed attempt still counts in the errors), and a stop request ends it.
-    async fn forward(&self, n: u64, node: &LoadNode, done: &mut Done) -> Forward {
+    async fn forward(&self, n: u64, node: &LoadNode, done: &mut Done) -> Outcome {
         let name = format!("{}-{n}", self.prefix);
         let create = CreateVolumeRequest {
             name: name.clone(),
@@ -658,13 +649,13 @@ impl Shared {
             .await;
         let volume = match created.map(|r| r.volume) {
             Ok(Some(v)) => v,
-            Ok(None) => return Forward::Failed,
+            Ok(None) => return Outcome::Failed,
             Err(status) => return self.ended_by(&status),
         };
         done.volume_id = Some(volume.volume_id.clone());
         let volume_id = volume.volume_id;
         if self.stopping() {
-            return Forward::Stopped;
+            return Outcome::Stopped;
         }
         let mut publish_context = Default::default();
         if self.plan.controller_publish {
@@ -689,15 +680,15 @@ impl Shared {
             }
         }
         if self.stopping() {
-            return Forward::Stopped;
+            return Outcome::Stopped;
         }
         if !self.plan.node_steps {
-            return Forward::Done;
+            return Outcome::Done;
         }
         let staging = self.staging_dir.join(&name).display().to_string();
         if self.plan.stage {
             if std::fs::create_dir_all(&staging).is_err() {
-                return Forward::Failed;
+                return Outcome::Failed;
             }
             done.staging = Some(staging.clone());
             let stage = NodeStageVolumeRequest {
@@ -719,12 +710,12 @@ impl Shared {
                 return self.ended_by(&status);
             }
             if self.stopping() {
-                return Forward::Stopped;
+                return Outcome::Stopped;
             }
         }
         let target = self.mount_dir.join(&name).display().to_string();
         if std::fs::create_dir_all(&self.mount_dir).is_err() {
-            return Forward::Failed;
+            return Outcome::Failed;
         }
         done.target = Some(target.clone());
         let publish = NodePublishVolumeRequest {
@@ -749,8 +740,8 @@ impl Shared {
             .await;
         match published {
             Err(status) => self.ended_by(&status),
-            Ok(_) if self.stopping() => Forward::Stopped,
-            Ok(_) => Forward::Done,
+            Ok(_) if self.stopping() => Outcome::Stopped,
+            Ok(_) => Outcome::Done,
         }
     }
 
@@ -1147,8 +1138,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
             tokio::spawn(async move {
                 while let Some(n) = shared.next_lifecycle().await {
                     let counter = match shared.lifecycle(n).await {
-                        Outcome::Ok => &shared.ok,
-                        Outcome::CutShort => &shared.cut_short,
+                        Outcome::Done => &shared.ok,
+                        Outcome::Stopped => &shared.cut_short,
                         Outcome::Failed => &shared.failed,
                     };
                     counter.fetch_add(1, Ordering::SeqCst);

@@ -331,17 +331,16 @@ const BUSY_PAUSES: [Duration; 6] = [
 /// are async, so a busy mount holds up no other RPC. Returns how many mounts the last
 /// try removed.
 pub async fn unmount_all_patiently(path: &Path) -> Result<usize, MountError> {
-    let mut pauses = BUSY_PAUSES.iter();
-    loop {
+    for pause in BUSY_PAUSES {
         match unmount_all(path) {
-            Err(MountError::Busy { .. }) if pauses.len() > 0 => {
-                let pause = pauses.next().copied().unwrap_or_default();
+            Err(MountError::Busy { .. }) => {
                 tracing::debug!(path = %path.display(), ?pause, "mount busy; trying again");
                 tokio::time::sleep(pause).await;
             }
             done => return done,
         }
     }
+    unmount_all(path)
 }
 
 #[cfg(test)]
