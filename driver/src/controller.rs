@@ -1103,16 +1103,16 @@ impl Controller for ControllerService {
         let deadline = Deadline::from_metadata(request.metadata());
         let req = request.into_inner();
         require(&req.volume_id, "volume_id")?;
-        if req.mutable_parameters.is_empty() {
-            return Err(Status::invalid_argument("mutable_parameters is required"));
-        }
         check_map_size(&req.mutable_parameters, "mutable_parameters")?;
-        // Validate everything before applying anything.
-        let mutable = params::parse_mutable_params(&req.mutable_parameters)
-            .map_err(Status::invalid_argument)?;
         let _guard = self.lock("volume", &req.volume_id)?;
         let cloud = self.cloud()?;
+        // An unknown volume is NOT_FOUND whatever the parameters say; the spec's error
+        // table puts "volume does not exist" before any parameter judgement.
         existing_volume(cloud, &req.volume_id, deadline).await?;
+        // Validate everything before applying anything. Empty mutable_parameters ask for
+        // no change: "only the keys given are modified", so the answer is OK.
+        let mutable = params::parse_mutable_params(&req.mutable_parameters)
+            .map_err(Status::invalid_argument)?;
         if let Some(tags) = mutable.tags {
             cloud
                 .set_volume_tags(&req.volume_id, tags, deadline)

@@ -1636,6 +1636,16 @@ impl Node for NodeService {
         require("volume_path", &r.volume_path)?;
         paths::validate_volume_id(&r.volume_id)?;
         self.check_volume_exists(&r.volume_id)?;
+        // No volume is ever published or staged at a relative path, so the answer for one
+        // is NOT_FOUND ("the volume does not exist on the specified path"), and it needs no
+        // filesystem access. Other malformed paths stay INVALID_ARGUMENT.
+        if !r.volume_path.starts_with('/') {
+            return Err(MountError::NotMounted {
+                path: PathBuf::from(crate::status::shown(&r.volume_path)),
+                reason: "a relative path holds no volume".into(),
+            }
+            .into());
+        }
         let path = paths::validate("volume_path", &r.volume_path)?;
         let staging = optional_path("staging_target_path", &r.staging_target_path)?;
         // Read-only and frequent (kubelet polls it), so it takes no lock.

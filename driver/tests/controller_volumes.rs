@@ -634,11 +634,19 @@ async fn modify_volume_changes_tags_and_refuses_anything_else(backend: Backend) 
         Code::InvalidArgument,
         "volume_id is required",
     );
-    assert_status(
-        client.controller_modify_volume(modify(&id, &[])).await,
-        Code::InvalidArgument,
-        "mutable_parameters is required",
-    );
+    // spec: empty mutable_parameters ask for no change, so the answer is OK and nothing
+    // moves (the Go csi-sanity's "should modify a volume created without/with a volume
+    // attribute class" send exactly this when no parameters are configured).
+    env.cloud.update_tags(&id, vec!["kept".into()]).unwrap();
+    client
+        .controller_modify_volume(modify(&id, &[]))
+        .await
+        .expect("empty mutable_parameters are a no-op");
+    assert_eq!(env.cloud.get_volume(&id).unwrap().tags, ["kept"]);
+    client
+        .controller_modify_volume(modify(&id, &[("tags", "")]))
+        .await
+        .unwrap();
     assert_status(
         client
             .controller_modify_volume(modify("no-such-volume", &[("tags", "a")]))
@@ -646,6 +654,18 @@ async fn modify_volume_changes_tags_and_refuses_anything_else(backend: Backend) 
         Code::NotFound,
         "no-such-volume",
     );
+    // spec: existence is judged before the parameters: an unknown volume is NOT_FOUND
+    // with empty parameters (Go's "should fail if volume does not exist") and with
+    // unsupported ones.
+    for params in [&[][..], &[("iops", "9")][..]] {
+        assert_status(
+            client
+                .controller_modify_volume(modify("no-such-volume", params))
+                .await,
+            Code::NotFound,
+            "no-such-volume",
+        );
+    }
     // spec: unsupported mutable parameters → INVALID_ARGUMENT, with nothing applied.
     assert_status(
         client
