@@ -1,4 +1,5 @@
-//! The Kubernetes manifests in deploy/ against the driver they deploy.
+//! The Kubernetes manifests in deploy/ against the driver they deploy, and the
+//! CI workflows that deploy them.
 //!
 //! Renders the kustomize base and overlays (deploy/render.sh: kustomize or
 //! kubectl) and checks what would otherwise only fail in a cluster: a flag the
@@ -7,16 +8,25 @@
 //! a folder nobody mounted. It also runs deploy/validate.sh (schemas) and
 //! shellcheck on the deploy scripts.
 //!
-//! A missing external tool skips its test with "skipped: <tool> not installed",
+//! The kind end-to-end run happens only where Docker runs (a fork's CI, see
+//! .github/workflows/e2e.yaml), so what it depends on is checked here
+//! offline: the test-driver manifest Kubernetes' external storage suite reads
+//! (deploy/kind/testdriver.yaml), the order of the steps of deploy/kind/e2e.sh
+//! (its --dry-run), the tool versions the workflow pins, and actionlint on
+//! every workflow.
+//!
+//! A missing external tool skips its test with "skipped: needs <tool>",
 //! unless $CI is set: there a missing tool fails the test.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use clap::{CommandFactory, Parser};
-use csi_driver::config::{Config, Mode, DEFAULT_DRIVER_NAME};
+use csi_driver::cloud::{GIB, MAX_VOLUME_GIB, MIN_VOLUME_GIB};
+use csi_driver::config::{Config, Mode, DEFAULT_DRIVER_NAME, TOPOLOGY_REGION_KEY};
+use csi_driver::mount::fs::FsType;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -53,7 +63,7 @@ fn tool_missing(tool: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("{tool} is not installed, and CI is set: install it (see deploy/README.md)");
     }
-    println!("skipped: {tool} not installed");
+    println!("skipped: needs {tool}");
 }
 
 /// Runs a program from the repository root; None when the program itself is not installed.
@@ -686,4 +696,620 @@ fn deploy_scripts_pass_shellcheck() {
         "shellcheck found problems: {}",
         describe(&output)
     );
+}
+
+// ---- deploy/kind/testdriver.yaml: the driver, described to Kubernetes' external storage suite ----
+
+const TESTDRIVER: &str = "deploy/kind/testdriver.yaml";
+
+/// The test-driver manifest, with the field names and types the external storage suite
+/// reads (kubernetes test/e2e/storage/external: `driverDefinition`). The suite decodes it
+/// leniently and drops keys it does not know, silently; here an unknown key is an error.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+#[allow(dead_code)] // every field is read by the suite; a field here accepts its key and type
+struct TestDriverDefinition {
+    driver_info: DriverInfo,
+    storage_class: ClassSource,
+    snapshot_class: ClassSource,
+    volume_attributes_class: ClassSource,
+    inline_volumes: Vec<InlineVolume>,
+    client_node_name: String,
+    node_selectors: BTreeMap<String, String>,
+    timeouts: BTreeMap<String, String>,
+}
+
+/// Where the suite gets a class: a bare one named after the driver, a file, or a class
+/// installed in the cluster.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+struct ClassSource {
+    from_name: bool,
+    from_file: String,
+    from_existing_class_name: String,
+}
+
+impl ClassSource {
+    fn sources_given(&self) -> usize {
+        [
+            self.from_name,
+            !self.from_file.is_empty(),
+            !self.from_existing_class_name.is_empty(),
+        ]
+        .into_iter()
+        .filter(|&given| given)
+        .count()
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+#[allow(dead_code)]
+struct InlineVolume {
+    attributes: BTreeMap<String, String>,
+    shared: bool,
+    read_only: bool,
+}
+
+/// kubernetes test/e2e/storage/framework: `DriverInfo`, the fields a manifest can set.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+#[allow(dead_code)]
+struct DriverInfo {
+    name: String,
+    in_tree_plugin_name: String,
+    max_file_size: i64,
+    supported_size_range: SizeRange,
+    /// A Go string set: in YAML a map of names to `{}`.
+    supported_fs_type: BTreeMap<String, Empty>,
+    supported_mount_option: BTreeMap<String, Empty>,
+    required_mount_option: BTreeMap<String, Empty>,
+    capabilities: BTreeMap<String, bool>,
+    required_access_modes: Vec<String>,
+    topology_keys: Vec<String>,
+    num_allowed_topologies: i64,
+    stress_test_options: Option<StressTestOptions>,
+    volume_snapshot_stress_test_options: Option<VolumeSnapshotStressTestOptions>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+struct SizeRange {
+    min: String,
+    max: String,
+    /// The growth of the expansion tests (1Gi when empty).
+    step: String,
+}
+
+/// The value of a member of a Go string set.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+#[allow(dead_code)]
+struct StressTestOptions {
+    num_pods: i64,
+    num_restarts: i64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields, rename_all = "PascalCase")]
+#[allow(dead_code)]
+struct VolumeSnapshotStressTestOptions {
+    num_pods: i64,
+    num_snapshots: i64,
+}
+
+/// The capability names the suite knows (storage/framework: the `Cap...` constants). A
+/// misspelt one would be a capability nobody tests.
+const KNOWN_CAPABILITIES: &[&str] = &[
+    "persistence",
+    "block",
+    "fsGroup",
+    "volumeMountGroup",
+    "exec",
+    "snapshotDataSource",
+    "pvcDataSource",
+    "offlineSnapshotClone",
+    "multipods",
+    "RWX",
+    "controllerExpansion",
+    "nodeExpansion",
+    "offlineExpansion",
+    "onlineExpansion",
+    "volumeLimits",
+    "singleNodeVolume",
+    "topology",
+    "capacity",
+    "FSResizeFromSourceNotSupported",
+    "readWriteOncePod",
+    "multiplePVsSameID",
+    "capReadOnlyMany",
+    "groupSnapshot",
+    "seLinuxMount",
+];
+
+fn testdriver() -> TestDriverDefinition {
+    let path = repo_root().join(TESTDRIVER);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{TESTDRIVER}: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| {
+        panic!("{TESTDRIVER} is not what the external storage suite reads: {e}")
+    })
+}
+
+/// A Kubernetes quantity in bytes: a whole number with an optional binary (Ki … Ei) or
+/// decimal (k … E) suffix. None for anything else, fractions included.
+fn quantity_bytes(quantity: &str) -> Option<u64> {
+    const SUFFIXES: &[(&str, u64)] = &[
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("Pi", 1 << 50),
+        ("Ei", 1 << 60),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+        ("P", 1_000_000_000_000_000),
+        ("E", 1_000_000_000_000_000_000),
+    ];
+    let (digits, factor) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, factor)| quantity.strip_suffix(suffix).map(|d| (d, *factor)))
+        .unwrap_or((quantity, 1));
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(factor)
+}
+
+#[test]
+fn quantities_parse_as_kubernetes_writes_them() {
+    assert_eq!(quantity_bytes("1Gi"), Some(1 << 30));
+    assert_eq!(quantity_bytes("16Ti"), Some(16 << 40));
+    assert_eq!(quantity_bytes("5G"), Some(5_000_000_000));
+    assert_eq!(quantity_bytes("1024"), Some(1024));
+    for bad in ["", "Gi", "1.5Gi", "1GB", "-1Gi", "1 Gi"] {
+        assert_eq!(quantity_bytes(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn testdriver_claims_only_what_the_driver_and_the_suite_know() {
+    let def = testdriver();
+    let info = &def.driver_info;
+    assert_eq!(
+        info.name, DEFAULT_DRIVER_NAME,
+        "DriverInfo.Name must be the CSIDriver's name, as GetPluginInfo reports it"
+    );
+
+    for name in info.capabilities.keys() {
+        assert!(
+            KNOWN_CAPABILITIES.contains(&name.as_str()),
+            "{TESTDRIVER}: the suite knows no capability {name:?}"
+        );
+    }
+    let claims = |cap: &str| info.capabilities.get(cap).copied().unwrap_or(false);
+
+    // Every filesystem the suite will ask for must be one NodeStageVolume formats ("" is
+    // the StorageClass's own, which must be one too: see the overlay test).
+    assert!(
+        !info.supported_fs_type.is_empty(),
+        "{TESTDRIVER}: SupportedFsType is empty"
+    );
+    for fs in info.supported_fs_type.keys() {
+        assert!(
+            FsType::parse("SupportedFsType", fs).is_ok(),
+            "{TESTDRIVER}: the driver does not format {fs:?}"
+        );
+    }
+
+    // The claim sizes the suite picks from must be sizes the cloud creates.
+    let range = &info.supported_size_range;
+    let size = |field: &str, quantity: &str| {
+        quantity_bytes(quantity).unwrap_or_else(|| {
+            panic!("{TESTDRIVER}: SupportedSizeRange.{field} {quantity:?} is not a quantity")
+        })
+    };
+    let (min, max) = (size("Min", &range.min), size("Max", &range.max));
+    if !range.step.is_empty() {
+        size("Step", &range.step);
+    }
+    let gib = GIB as u64;
+    assert!(
+        min >= MIN_VOLUME_GIB * gib && max <= MAX_VOLUME_GIB * gib && min <= max,
+        "{TESTDRIVER}: SupportedSizeRange {}..{} is outside the cloud's {MIN_VOLUME_GIB}..{MAX_VOLUME_GIB} GiB",
+        range.min,
+        range.max
+    );
+
+    if claims("topology") {
+        assert_eq!(
+            info.topology_keys,
+            [TOPOLOGY_REGION_KEY],
+            "{TESTDRIVER}: TopologyKeys must be the key NodeGetInfo reports"
+        );
+    }
+    assert_eq!(
+        def.storage_class.sources_given(),
+        1,
+        "{TESTDRIVER}: StorageClass needs exactly one source, or no provisioning test runs"
+    );
+    if claims("snapshotDataSource") {
+        assert_eq!(
+            def.snapshot_class.sources_given(),
+            1,
+            "{TESTDRIVER}: snapshotDataSource needs exactly one SnapshotClass source"
+        );
+    }
+    if claims("onlineExpansion") || claims("offlineExpansion") || claims("nodeExpansion") {
+        assert!(
+            claims("controllerExpansion"),
+            "{TESTDRIVER}: expansion claimed without controllerExpansion"
+        );
+    }
+}
+
+#[test]
+fn testdriver_capabilities_each_have_their_proof_in_deploy_readme() {
+    let readme = std::fs::read_to_string(repo_root().join("deploy/README.md"))
+        .expect("deploy/README.md is readable");
+    for cap in testdriver().driver_info.capabilities.keys() {
+        let row = format!("| `{cap}` |");
+        assert!(
+            readme.lines().any(|line| line.starts_with(&row)),
+            "deploy/README.md: the capability table has no row {row}"
+        );
+    }
+}
+
+#[test]
+fn testdriver_classes_are_the_fake_cloud_overlays() {
+    let Some(rendered) = rendered() else { return };
+    let overlay = rendered
+        .iter()
+        .find(|r| r.target == "overlays/fake-cloud")
+        .expect("the fake-cloud overlay is rendered");
+    let def = testdriver();
+    let info = &def.driver_info;
+    let named = |kind: &str, name: &str| {
+        overlay
+            .docs
+            .iter()
+            .find(|d| str_of(d, "kind") == kind && str_of(&d["metadata"], "name") == name)
+            .unwrap_or_else(|| {
+                panic!("{TESTDRIVER}: overlays/fake-cloud installs no {kind} named {name:?}")
+            })
+    };
+
+    let class = &def.storage_class;
+    if !class.from_existing_class_name.is_empty() {
+        let sc = named("StorageClass", &class.from_existing_class_name);
+        assert_eq!(str_of(sc, "provisioner"), DEFAULT_DRIVER_NAME);
+        let fs = str_of(&sc["parameters"], "csi.storage.k8s.io/fstype");
+        assert!(
+            info.supported_fs_type.contains_key(fs),
+            "{TESTDRIVER}: the StorageClass's fstype {fs:?} is not in SupportedFsType"
+        );
+        if info.capabilities.get("controllerExpansion") == Some(&true) {
+            assert_eq!(
+                sc["allowVolumeExpansion"].as_bool(),
+                Some(true),
+                "{TESTDRIVER}: controllerExpansion, but the StorageClass does not allow expansion"
+            );
+        }
+    }
+    for file in [&class.from_file, &def.snapshot_class.from_file] {
+        assert!(
+            file.is_empty() || repo_root().join(file).is_file(),
+            "{TESTDRIVER}: {file} does not exist"
+        );
+    }
+    let snapshots = &def.snapshot_class.from_existing_class_name;
+    if !snapshots.is_empty() {
+        let vsc = named("VolumeSnapshotClass", snapshots);
+        assert_eq!(str_of(vsc, "driver"), DEFAULT_DRIVER_NAME);
+    }
+
+    if info.capabilities.get("volumeLimits") == Some(&true) {
+        // The suite fills a node to the limit NodeGetInfo reports; zero means no limit.
+        for (pod, c) in driver_containers(&overlay.docs)
+            .iter()
+            .filter(|(p, _)| p.kind == "DaemonSet")
+        {
+            let config = parse_driver_args(&pod.owner, c);
+            assert!(
+                config.max_volumes_per_node > 0,
+                "{TESTDRIVER}: volumeLimits, but {} reports no max_volumes_per_node",
+                pod.owner
+            );
+        }
+    }
+}
+
+// ---- deploy/kind/e2e.sh --dry-run: the steps, in order, without a cluster ----
+
+/// Runs `e2e.sh --dry-run` with `env` set, where docker, kind and kubectl are stand-ins
+/// that record any call; returns the commands it printed (the `+ ` lines).
+fn e2e_dry_run(env: &[(&str, &str)]) -> Vec<String> {
+    let fakes = tempfile::tempdir().expect("a temporary folder");
+    let calls = fakes.path().join("calls");
+    for tool in ["docker", "kind", "kubectl"] {
+        let path = fakes.path().join(tool);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> '{}'\nexit 97\n",
+                calls.display()
+            ),
+        )
+        .expect("write a stand-in");
+        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&path, permissions).expect("make a stand-in executable");
+    }
+    let path = format!(
+        "{}:{}",
+        fakes.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new("bash");
+    command
+        .args(["deploy/kind/e2e.sh", "--dry-run"])
+        .current_dir(repo_root())
+        .env("PATH", path)
+        .stdin(Stdio::null());
+    for var in [
+        "KEEP_CLUSTER",
+        "KIND_CLUSTER",
+        "KIND_NODE_IMAGE",
+        "ARTIFACTS",
+    ] {
+        command.env_remove(var);
+    }
+    command.envs(env.iter().copied());
+    let output = command.output().expect("bash runs");
+    assert!(
+        output.status.success(),
+        "e2e.sh --dry-run failed: {}",
+        describe(&output)
+    );
+    let called = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(
+        called.is_empty(),
+        "e2e.sh --dry-run ran commands it should only print:\n{called}"
+    );
+    String::from_utf8(output.stdout)
+        .expect("e2e.sh prints UTF-8")
+        .lines()
+        .filter_map(|line| line.strip_prefix("+ "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Index of the first command that `matches`; panics naming `what` when there is none.
+fn first(commands: &[String], what: &str, matches: impl Fn(&str) -> bool) -> usize {
+    commands.iter().position(|c| matches(c)).unwrap_or_else(|| {
+        panic!(
+            "e2e.sh --dry-run never runs {what}:\n{}",
+            commands.join("\n")
+        )
+    })
+}
+
+#[test]
+fn e2e_dry_run_prints_the_steps_in_an_order_that_works() {
+    let commands = e2e_dry_run(&[]);
+    let before = |a: usize, what_a: &str, b: usize, what_b: &str| {
+        assert!(
+            a < b,
+            "e2e.sh runs {what_b} before {what_a}:\n{}",
+            commands.join("\n")
+        );
+    };
+
+    let trap = first(&commands, "trap cleanup EXIT", |c| c == "trap cleanup EXIT");
+    let create = first(&commands, "kind create cluster", |c| {
+        c.starts_with("kind create cluster")
+    });
+    let load = first(&commands, "kind load docker-image", |c| {
+        c.starts_with("kind load docker-image")
+    });
+    before(trap, "the cleanup trap", create, "kind create cluster");
+    before(create, "kind create cluster", load, "kind load");
+    assert!(
+        commands[create].contains("--config ")
+            && commands[create].contains("/deploy/kind/cluster.yaml"),
+        "the cluster is not made from deploy/kind/cluster.yaml: {}",
+        commands[create]
+    );
+    for target in ["driver", "sanity"] {
+        let build = first(&commands, &format!("the {target} image build"), |c| {
+            c.starts_with("docker build") && c.contains(&format!("--target {target} "))
+        });
+        before(
+            build,
+            &format!("the {target} image build"),
+            load,
+            "kind load",
+        );
+    }
+
+    let crds = first(&commands, "the snapshot CRDs", |c| {
+        c.starts_with("kubectl apply -k") && c.contains("external-snapshotter/client/config/crd")
+    });
+    let controller = first(&commands, "the snapshot-controller", |c| {
+        c.contains("apply -k")
+            && c.contains("external-snapshotter/deploy/kubernetes/snapshot-controller")
+    });
+    let controller_ready = first(&commands, "the snapshot-controller rollout", |c| {
+        c.contains("rollout status deployment/snapshot-controller")
+    });
+    let overlay = first(&commands, "the fake-cloud overlay", |c| {
+        c.starts_with("kubectl apply -k") && c.ends_with("/deploy/kubernetes/overlays/fake-cloud")
+    });
+    before(load, "kind load", crds, "the snapshot CRDs");
+    before(crds, "the snapshot CRDs", overlay, "the overlay");
+    before(
+        controller,
+        "the snapshot-controller",
+        overlay,
+        "the overlay",
+    );
+    before(
+        controller_ready,
+        "the snapshot-controller rollout",
+        overlay,
+        "the overlay",
+    );
+    let snapshot = first(&commands, "the first VolumeSnapshot wait", |c| {
+        c.contains("wait volumesnapshot/")
+    });
+    before(overlay, "the overlay", snapshot, "the snapshot check");
+
+    // Pass or fail, the cluster goes at the end: after the last command that needs it.
+    let delete = first(&commands, "kind delete cluster", |c| {
+        c.starts_with("kind delete cluster")
+    });
+    let last_use = commands
+        .iter()
+        .rposition(|c| c.starts_with("kubectl"))
+        .expect("e2e.sh runs kubectl");
+    before(
+        last_use,
+        "the last kubectl command",
+        delete,
+        "kind delete cluster",
+    );
+}
+
+#[test]
+fn e2e_dry_run_follows_keep_cluster_node_image_and_artifacts() {
+    let commands = e2e_dry_run(&[
+        ("KEEP_CLUSTER", "1"),
+        ("KIND_CLUSTER", "other"),
+        ("KIND_NODE_IMAGE", "kindest/node:v9.9.9"),
+        ("ARTIFACTS", "/tmp/reports"),
+    ]);
+    let create = first(&commands, "kind create cluster", |c| {
+        c.starts_with("kind create cluster")
+    });
+    assert!(
+        commands[create].contains("--name other")
+            && commands[create].contains("--image kindest/node:v9.9.9"),
+        "KIND_CLUSTER or KIND_NODE_IMAGE ignored: {}",
+        commands[create]
+    );
+    assert!(
+        !commands
+            .iter()
+            .any(|c| c.starts_with("kind delete cluster")),
+        "KEEP_CLUSTER=1, yet the cluster is deleted"
+    );
+    let logs = first(&commands, "the csi-sanity logs", |c| {
+        c.contains("logs job/csi-sanity")
+    });
+    let junit = first(&commands, "the csi-sanity JUnit copy", |c| {
+        c.starts_with("docker cp ") && c.ends_with(" /tmp/reports/csi-sanity.xml")
+    });
+    assert!(
+        logs < junit,
+        "the JUnit report is copied before csi-sanity ran"
+    );
+}
+
+// ---- .github/workflows ----
+
+const WORKFLOWS: &str = ".github/workflows";
+
+fn workflow_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(repo_root().join(WORKFLOWS))
+        .unwrap_or_else(|e| panic!("{WORKFLOWS}: {e}"))
+        .map(|entry| entry.expect("a directory entry").file_name())
+        .map(|name| format!("{WORKFLOWS}/{}", name.to_string_lossy()))
+        .filter(|name| name.ends_with(".yaml") || name.ends_with(".yml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn workflows_pass_actionlint() {
+    let files = workflow_files();
+    for expected in ["ci.yaml", "e2e.yaml", "release.yaml"] {
+        assert!(
+            files.contains(&format!("{WORKFLOWS}/{expected}")),
+            "{WORKFLOWS}/{expected} is missing: {files:?}"
+        );
+    }
+    let args: Vec<&str> = files.iter().map(String::as_str).collect();
+    let Some(output) = run("actionlint", &args) else {
+        return tool_missing("actionlint");
+    };
+    assert!(
+        output.status.success(),
+        "actionlint found problems: {}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn e2e_workflow_pins_one_kubernetes_release_in_one_place() {
+    let path = format!("{WORKFLOWS}/e2e.yaml");
+    let text = std::fs::read_to_string(repo_root().join(&path)).expect("e2e.yaml is readable");
+    let workflow: Value = serde_yaml::from_str(&text).expect("e2e.yaml is YAML");
+    let env = &workflow["env"];
+    let pinned = |key: &str| {
+        let value = str_of(env, key);
+        assert!(!value.is_empty(), "{path}: env.{key} is not set");
+        value
+    };
+    let kubernetes = pinned("KUBERNETES_VERSION");
+    assert!(
+        pinned("KIND_VERSION").starts_with('v') && kubernetes.starts_with('v'),
+        "{path}: versions are tags like v1.2.3"
+    );
+    // kind runs the node image only if it was built for that kind release: its notes give
+    // each image by digest, so the digest is the pin. e2e.test and kubectl come from the
+    // Kubernetes release the node runs.
+    let node_image = pinned("KIND_NODE_IMAGE");
+    assert!(
+        node_image.starts_with(&format!("kindest/node:{kubernetes}@sha256:")),
+        "{path}: KIND_NODE_IMAGE {node_image} is not kindest/node:{kubernetes}@sha256:…"
+    );
+    // One place: no job or step sets these again, and no other line names a version.
+    for key in ["KIND_VERSION", "KUBERNETES_VERSION", "KIND_NODE_IMAGE"] {
+        assert_eq!(
+            text.matches(&format!("{key}:")).count(),
+            1,
+            "{path}: {key} is set in more than one place"
+        );
+    }
+    assert_eq!(
+        text.matches("kindest/node:").count(),
+        1,
+        "{path}: a node image is named outside env"
+    );
+    assert!(
+        text.contains(&format!(
+            "-storage.testdriver=\"$GITHUB_WORKSPACE/{TESTDRIVER}\""
+        )),
+        "{path}: the external suite is not given {TESTDRIVER}"
+    );
+    // deploy/README.md repeats the pins in the commands for a local run.
+    let readme = std::fs::read_to_string(repo_root().join("deploy/README.md"))
+        .expect("deploy/README.md is readable");
+    for pin in [
+        format!("KUBERNETES_VERSION={kubernetes}"),
+        format!("KIND_NODE_IMAGE={node_image}"),
+        format!("kind {}", pinned("KIND_VERSION")),
+    ] {
+        assert!(
+            readme.contains(&pin),
+            "deploy/README.md: the local commands do not use {pin}, as {path} pins"
+        );
+    }
 }
