@@ -80,6 +80,8 @@ const FLAGS: &[(&str, Kind, &str)] = &[
     ("csi.readytimeout", Kind::Value, "how long to wait for a snapshot to be ready to use (default 300s)"),
     ("csi.shortdeadline", Kind::Value, "client deadline the retry and slow-cloud specs cut calls off with (default 200ms)"),
     ("csi.retrybudget", Kind::Value, "how long the retry specs keep retrying a call before calling it stuck (default 120s)"),
+    ("csi.profile", Kind::Value, "full (default: the core specs, at least as strict as Go's, plus Beyond) or compat (exactly Go csi-sanity's specs and verdicts)"),
+    ("csi.junit-names", Kind::Value, "how JUnit names test cases: ours (default) or go ([It] <Go full name>, suite \"CSI Driver Test Suite\")"),
     ("csi.version", Kind::Bool, "print the version and exit"),
     ("version", Kind::Bool, "print the version and exit"),
     ("ginkgo.focus", Kind::Value, "run only specs whose full name matches this regex (repeatable)"),
@@ -504,6 +506,18 @@ fn apply(
         "csi.readytimeout" => suite.ready_timeout = duration(value)?,
         "csi.shortdeadline" => suite.short_deadline = duration(value)?,
         "csi.retrybudget" => suite.retry_budget = duration(value)?,
+        "csi.profile" => {
+            suite.profile = value
+                .trim()
+                .parse()
+                .map_err(|e| usage(format!("-{name}: {e}")))?
+        }
+        "csi.junit-names" => {
+            config.junit_names = value
+                .trim()
+                .parse()
+                .map_err(|e| usage(format!("-{name}: {e}")))?
+        }
         "ginkgo.focus" => focus.push(value.to_string()),
         "ginkgo.skip" => skip.push(value.to_string()),
         "version" | "csi.version" => {}

@@ -43,6 +43,7 @@ pub mod connect;
 pub mod load;
 pub mod report;
 pub mod runner;
+pub mod select;
 
 pub use csi_suites::SuiteConfig;
 pub use report::{Outcome, Status};

@@ -24,8 +24,12 @@ pub struct Outcome {
     pub group: String,
     /// The rule sentence.
     pub name: String,
+    /// The Go csi-sanity's full name for this spec, if it has a Go counterpart.
+    pub go_name: Option<&'static str>,
     pub status: Status,
     pub duration: Duration,
+    /// SHOULD-level deviations the spec found; they fail it only under `--csi.strict`.
+    pub warnings: Vec<String>,
 }
 
 impl Outcome {
@@ -35,6 +39,32 @@ impl Outcome {
     }
 }
 
+/// How the JUnit report names test cases (`--csi.junit-names`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JunitNames {
+    /// A testsuite per group, a testcase per spec, named by its rule sentence.
+    #[default]
+    Ours,
+    /// As the Go csi-sanity names them: one testsuite "CSI Driver Test Suite", testcases
+    /// `[It] <Go full name>`, so dashboards keyed on Go's names keep their history. Specs
+    /// without a Go counterpart keep their own names, in a testsuite of their own.
+    Go,
+}
+
+impl std::str::FromStr for JunitNames {
+    type Err = String;
+    fn from_str(s: &str) -> Result<JunitNames, String> {
+        match s {
+            "ours" => Ok(JunitNames::Ours),
+            "go" => Ok(JunitNames::Go),
+            other => Err(format!("expected go or ours, got {other:?}")),
+        }
+    }
+}
+
+/// The testsuite (and classname) the Go csi-sanity's JUnit report uses.
+pub const GO_SUITE_NAME: &str = "CSI Driver Test Suite";
+
 /// What a run found.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -42,6 +72,8 @@ pub struct Report {
     /// Failed specs, plus one when the leftover check found something.
     pub failed: u64,
     pub skipped: u64,
+    /// SHOULD-level findings across all specs (they do not fail a run unless strict).
+    pub warnings: u64,
     /// Specs left out by filters (`--ginkgo.focus`/`--ginkgo.skip`, libtest filters).
     pub filtered_out: u64,
     /// Every spec that ran or was skipped, in the order they finished.
@@ -108,27 +140,62 @@ impl Report {
                 s.push_str(&format!("    {l}\n"));
             }
         }
+        let warned: Vec<&Outcome> = self
+            .outcomes
+            .iter()
+            .filter(|o| !o.warnings.is_empty())
+            .collect();
+        if !warned.is_empty() {
+            s.push_str("warnings (SHOULD-level; they fail only under --csi.strict):\n");
+            for o in warned {
+                for w in &o.warnings {
+                    s.push_str(&format!("    {}: {}\n", o.full_name(), warning_line(w)));
+                }
+            }
+        }
+        if self.passed == 0 && self.failed == 0 && self.skipped > 0 {
+            s.push_str(&format!(
+                "WARNING: every one of the {} selected specs was skipped: nothing was checked\n",
+                self.skipped
+            ));
+        }
+        let warnings = match self.warnings {
+            0 => String::new(),
+            1 => ", 1 warning".to_string(),
+            n => format!(", {n} warnings"),
+        };
         s.push_str(&format!(
-            "{} passed, {} failed, {} skipped\n",
+            "{} passed, {} failed, {} skipped{warnings}\n",
             self.passed, self.failed, self.skipped
         ));
         s
     }
 
     /// Write the JUnit XML report: a testsuite per group, a testcase per spec.
-    pub fn write_junit(&self, path: &Path, total: Duration) -> anyhow::Result<()> {
+    pub fn write_junit(
+        &self,
+        path: &Path,
+        total: Duration,
+        names: JunitNames,
+    ) -> anyhow::Result<()> {
         let mut report = quick_junit::Report::new("csi-sanity");
         report.set_time(total);
-        let mut groups: Vec<&str> = Vec::new();
+        // (suite name, the outcomes in it, how each testcase is named)
+        let mut suites: Vec<(String, Vec<(&Outcome, String)>)> = Vec::new();
         for o in &self.outcomes {
-            if !groups.contains(&o.group.as_str()) {
-                groups.push(&o.group);
+            let (suite, case) = match (names, o.go_name) {
+                (JunitNames::Go, Some(go)) => (GO_SUITE_NAME.to_string(), format!("[It] {go}")),
+                _ => (o.group.clone(), o.name.clone()),
+            };
+            match suites.iter_mut().find(|(name, _)| *name == suite) {
+                Some((_, cases)) => cases.push((o, case)),
+                None => suites.push((suite, vec![(o, case)])),
             }
         }
-        for group in groups {
-            let mut suite = TestSuite::new(group);
+        for (group, cases) in &suites {
+            let mut suite = TestSuite::new(group.as_str());
             let mut time = Duration::ZERO;
-            for o in self.outcomes.iter().filter(|o| o.group == group) {
+            for (o, case_name) in cases {
                 time += o.duration;
                 let status = match &o.status {
                     Status::Passed => TestCaseStatus::success(),
@@ -145,8 +212,18 @@ impl Report {
                         st
                     }
                 };
-                let mut case = TestCase::new(o.name.as_str(), status);
-                case.set_classname(group);
+                let mut case = TestCase::new(case_name.as_str(), status);
+                if !o.warnings.is_empty() {
+                    case.set_system_out(format!(
+                        "WARNING (SHOULD-level, fails only under --csi.strict):\n{}",
+                        o.warnings.join("\n---\n")
+                    ));
+                    case.add_property(quick_junit::Property::new(
+                        "warnings",
+                        o.warnings.len().to_string(),
+                    ));
+                }
+                case.set_classname(group.as_str());
                 case.set_time(o.duration);
                 suite.add_test_case(case);
             }
@@ -170,6 +247,15 @@ impl Report {
             .serialize(std::io::BufWriter::new(file))
             .with_context(|| format!("writing JUnit report {}", path.display()))?;
         Ok(())
+    }
+}
+
+/// A warning in one line: what came back, and the rule.
+fn warning_line(w: &str) -> String {
+    let field = |p: &str| w.lines().find_map(|l| l.strip_prefix(p)).map(str::trim);
+    match (field("actual:"), field("rule:")) {
+        (Some(actual), Some(rule)) => format!("{actual} ({rule})"),
+        _ => w.lines().next().unwrap_or_default().to_string(),
     }
 }
 

@@ -55,6 +55,8 @@ pub struct Config {
     pub volume_size_set: bool,
     /// Print the closing summary (to stdout; to stderr with `--format json`).
     pub print_summary: bool,
+    /// How the JUnit report names test cases (`--csi.junit-names`).
+    pub junit_names: crate::report::JunitNames,
 }
 
 impl Default for Config {
@@ -74,6 +76,7 @@ impl Default for Config {
             spec_timeout: Duration::from_secs(900),
             volume_size_set: false,
             print_summary: true,
+            junit_names: crate::report::JunitNames::Ours,
         }
     }
 }
@@ -262,7 +265,7 @@ fn bundled_defaults(config: &mut Config, bundled: &Bundled) {
     if suite.second_node_id.is_none() {
         suite.second_node_id = Some(bundled.second_node_id.clone());
     }
-    if suite.mutable_parameters.is_empty() {
+    if suite.mutable_parameters.is_empty() && suite.profile == csi_suites::Profile::Full {
         // The one parameter the bundled driver can change on a volume.
         suite.mutable_parameters = BUNDLED_MUTABLE_PARAMETERS
             .iter()
@@ -286,13 +289,25 @@ struct TrialFactory {
 
 impl TrialFactory {
     fn record(outcomes: &Arc<Mutex<Vec<Outcome>>>, spec: &Spec, status: Status, started: Instant) {
+        Self::record_with(outcomes, spec, status, started, Vec::new())
+    }
+
+    fn record_with(
+        outcomes: &Arc<Mutex<Vec<Outcome>>>,
+        spec: &Spec,
+        status: Status,
+        started: Instant,
+        warnings: Vec<String>,
+    ) {
         outcomes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Outcome {
                 group: spec.group.to_string(),
                 name: spec.name.to_string(),
+                go_name: spec.go_name,
                 status,
+                warnings,
                 duration: started.elapsed(),
             });
     }
@@ -321,6 +336,7 @@ impl TrialFactory {
         let rt = self.rt.clone();
         let run = self.run.clone();
         let spec_timeout = self.spec_timeout;
+        let strict = self.strict;
         Trial::ignorable_test(name.clone(), move || {
             let started = Instant::now();
             let ctx = run.ctx(&name);
@@ -339,7 +355,15 @@ impl TrialFactory {
                 .err()
                 .map(|f| format!("\ncleanup failed:\n{f}"))
                 .unwrap_or_default();
+            let warnings: Vec<String> = ctx.warnings().iter().map(|w| w.to_string()).collect();
             let status = match result {
+                Ok(()) if cleanup_msg.is_empty() && strict && !warnings.is_empty() => {
+                    Status::Failed(format!(
+                        "strict mode: {} SHOULD-level warning(s):\n{}",
+                        warnings.len(),
+                        warnings.join("\n---\n")
+                    ))
+                }
                 Ok(()) if cleanup_msg.is_empty() => Status::Passed,
                 Err(SpecError::Failure(f)) if f.is_skip() && cleanup_msg.is_empty() => {
                     Status::Skipped(f.skip.unwrap_or_default())
@@ -348,7 +372,7 @@ impl TrialFactory {
                 Err(e) if spec.rule.is_empty() => Status::Failed(format!("{e}{cleanup_msg}")),
                 Err(e) => Status::Failed(format!("{e}\ncites:    {}{cleanup_msg}", spec.rule)),
             };
-            Self::record(&outcomes, &spec, status.clone(), started);
+            Self::record_with(&outcomes, &spec, status.clone(), started, warnings);
             match status {
                 Status::Passed => Ok(Completion::Completed),
                 Status::Skipped(reason) => Ok(Completion::ignored_with(reason)),
@@ -380,28 +404,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "(no message)".to_string())
-}
-
-/// Keep the specs `--ginkgo.focus`/`--ginkgo.skip` select.
-fn select(specs: Vec<Spec>, focus: &[String], skip: &[String]) -> anyhow::Result<(Vec<Spec>, u64)> {
-    let compile = |res: &[String]| -> anyhow::Result<Vec<regex::Regex>> {
-        res.iter()
-            .map(|r| regex::Regex::new(r).with_context(|| format!("invalid regex {r:?}")))
-            .collect()
-    };
-    let focus = compile(focus)?;
-    let skip = compile(skip)?;
-    let before = specs.len();
-    let kept: Vec<Spec> = specs
-        .into_iter()
-        .filter(|s| {
-            let name = s.full_name();
-            (focus.is_empty() || focus.iter().any(|r| r.is_match(&name)))
-                && !skip.iter().any(|r| r.is_match(&name))
-        })
-        .collect();
-    let dropped = (before - kept.len()) as u64;
-    Ok((kept, dropped))
 }
 
 /// Volumes and snapshots from the run's ledger that the driver still lists; each is
@@ -519,7 +521,10 @@ pub fn run(config: Config) -> anyhow::Result<Report> {
 /// a driver's own specs written with the `csi_suites` fixtures).
 pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let (specs, ginkgo_filtered) = select(specs, &config.focus, &config.skip)?;
+    let crate::select::Selection {
+        specs,
+        filtered_out: ginkgo_filtered,
+    } = crate::select::select(specs, config.suite.profile, &config.focus, &config.skip)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -635,6 +640,7 @@ pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report>
         passed: count(|s| matches!(s, Status::Passed)),
         failed: count(|s| matches!(s, Status::Failed(_))) + u64::from(!leftovers.is_empty()),
         skipped: count(|s| matches!(s, Status::Skipped(_))),
+        warnings: outcomes.iter().map(|o| o.warnings.len() as u64).sum(),
         filtered_out: conclusion.num_filtered_out + ginkgo_filtered,
         outcomes,
         leftovers,
@@ -644,7 +650,7 @@ pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report>
         report.not_covered = not_covered(&specs, &caps);
     }
     if let Some(path) = &config.junit_file {
-        report.write_junit(path, started.elapsed())?;
+        report.write_junit(path, started.elapsed(), config.junit_names)?;
     }
     if config.print_summary {
         let summary = report.summary();

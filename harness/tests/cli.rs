@@ -92,6 +92,90 @@ fn list_names_every_spec() {
 }
 
 #[test]
+fn a_focus_or_skip_that_selects_nothing_is_a_usage_error() {
+    for args in [
+        &["--ginkgo.focus", "NodeStageVolum3"][..],
+        &["--ginkgo.skip", ".*", "--csi.profile", "compat"],
+        &["--csi.profile", "compat", "--ginkgo.focus", "Beyond"],
+    ] {
+        let o = csi_sanity(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(err.contains("no spec is selected"), "{err}");
+        assert!(err.contains(args[1]), "the message names the regex: {err}");
+    }
+    let o = csi_sanity(&["--ginkgo.focus", "NodeStageVolum3"]);
+    assert!(stderr(&o).contains("closest spec names"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("NodeStageVolume"), "{}", stderr(&o));
+}
+
+#[test]
+fn go_names_select_in_list_and_compat_lists_exactly_gos_95() {
+    let count = |o: &Output| stdout(o).lines().filter(|l| l.ends_with(": test")).count();
+    let o = csi_sanity(&["--list", "--csi.profile", "compat"]);
+    assert_eq!(count(&o), 95, "{}", stdout(&o));
+    let o = csi_sanity(&["--list", "--ginkgo.focus", "Node Service"]);
+    assert_eq!(count(&o), 24, "{}", stdout(&o));
+    let o = csi_sanity(&[
+        "--list",
+        "--ginkgo.focus",
+        r"\[Controller Server\]",
+        "--ginkgo.skip",
+        "should work",
+    ]);
+    assert!(!stdout(&o).contains("Beyond::"), "{}", stdout(&o));
+    assert!(
+        !stdout(&o).contains("a volume can be created, published"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("Controller::CreateVolume::"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn compat_junit_names_test_cases_the_go_way_and_all_skipped_is_loud() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let driver = rt.block_on(TestDriver::start());
+    let junit = driver.dir.path().join("go.xml");
+    let o = csi_sanity(&[
+        &format!("--csi.endpoint={}", driver.endpoint()),
+        "--csi.profile=compat",
+        "--csi.junit-names=go",
+        &format!("--csi.junitfile={}", junit.display()),
+        "--ginkgo.focus",
+        "Identity Service|GroupController Service",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
+    assert_eq!(last_line(&out), "3 passed, 0 failed, 6 skipped", "{out}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(r#"name="[It] Identity Service Probe should return appropriate information""#),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(r#"<testsuite name="CSI Driver Test Suite""#),
+        "{xml}"
+    );
+
+    let o = csi_sanity(&[
+        &format!("--csi.endpoint={}", driver.endpoint()),
+        "--ginkgo.focus",
+        "GroupController Service",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("WARNING: every one of the 6 selected specs was skipped: nothing was checked"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_go_style_script_runs_unchanged_and_writes_junit() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let driver = rt.block_on(TestDriver::start());

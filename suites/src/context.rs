@@ -26,6 +26,7 @@ use csi_proto::v1::plugin_capability::volume_expansion::Type as VolumeExpansion;
 use csi_proto::v1::{CreateSnapshotRequest, NodeGetInfoResponse, TopologyRequirement};
 use tonic::transport::Channel;
 
+use crate::check::Failure;
 use crate::spec::Need;
 use crate::tracker::Tracker;
 
@@ -198,6 +199,9 @@ pub struct SuiteConfig {
     /// How long the retry specs keep retrying a call (on ABORTED, DEADLINE_EXCEEDED and
     /// the like) before they call it stuck (`--csi.retrybudget`).
     pub retry_budget: Duration,
+    /// Which profile runs: in [`Profile::Compat`] the core specs check what the Go
+    /// csi-sanity checks, no more (`--csi.profile`).
+    pub profile: crate::Profile,
 }
 
 impl Default for SuiteConfig {
@@ -231,6 +235,7 @@ impl Default for SuiteConfig {
             ready_timeout: Duration::from_secs(300),
             short_deadline: Duration::from_millis(200),
             retry_budget: Duration::from_secs(120),
+            profile: crate::Profile::Full,
         }
     }
 }
@@ -370,6 +375,7 @@ impl RunState {
                 tracker: Tracker::new(self.inner.ledger.clone(), spec_name),
                 paths: Mutex::new(SpecPaths::default()),
                 snapshot_requests: Mutex::new(HashMap::new()),
+                warnings: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -417,6 +423,8 @@ pub(crate) struct SpecInner {
     pub(crate) paths: Mutex<SpecPaths>,
     /// How each tracked snapshot was asked for, so a wait can re-ask idempotently.
     pub(crate) snapshot_requests: Mutex<HashMap<String, CreateSnapshotRequest>>,
+    /// SHOULD-level deviations this spec found ([`Ctx::warn`]).
+    pub(crate) warnings: Mutex<Vec<Failure>>,
 }
 
 /// One spec's view of the run. Cheap to clone; clones share the spec's tracker.
@@ -467,6 +475,43 @@ impl Ctx {
 
     pub fn caps(&self) -> &Capabilities {
         &self.run.caps
+    }
+
+    /// Record a deviation from a SHOULD or MAY of the spec (or a judgement the spec
+    /// leaves to the plugin): the spec goes on, and the runner reports a warning, which
+    /// fails the spec only under `--csi.strict`. In the compat profile warnings are
+    /// dropped, as Go does not check these.
+    pub fn warn(&self, finding: Failure) {
+        if self.compat() {
+            return;
+        }
+        self.spec
+            .warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(finding);
+    }
+
+    /// Turn a SHOULD-level check's failure into a warning; `Ok` either way.
+    pub fn should(&self, check: Result<(), Failure>) {
+        if let Err(f) = check {
+            self.warn(f);
+        }
+    }
+
+    /// The warnings this spec has recorded so far.
+    pub fn warnings(&self) -> Vec<Failure> {
+        self.spec
+            .warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether the compat profile runs: the core specs then check what the Go
+    /// csi-sanity checks, no more, so their verdicts equal Go's.
+    pub fn compat(&self) -> bool {
+        self.run.config.profile == crate::Profile::Compat
     }
 
     /// The spec this context belongs to.

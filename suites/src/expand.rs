@@ -4,7 +4,6 @@ use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
 use csi_proto::v1::{CapacityRange, ControllerExpandVolumeRequest};
 use tonic::Code;
 
-use crate::check::ensure_call;
 use crate::secrets::Secret;
 use crate::{call, spec, Ctx, Need, Spec};
 
@@ -54,19 +53,8 @@ pub fn specs() -> Vec<Spec> {
             "spec ControllerExpandVolume: capacity_bytes in the response is the new capacity, at least required_bytes",
             [EXPAND, CREATE_DELETE],
             |ctx: Ctx| async move {
-                const RULE: &str = "ControllerExpandVolume: an expansion of an existing volume MUST succeed with capacity_bytes >= required_bytes";
                 let v = ctx.create_volume(&ctx.unique_name("expand")).await?;
-                let to = ctx.config().expand_to();
-                let c = call!(ctx.controller(), controller_expand_volume, "ControllerExpandVolume", ControllerExpandVolumeRequest {
-                    volume_id: v.volume_id.clone(),
-                    capacity_range: Some(CapacityRange { required_bytes: to, limit_bytes: 0 }),
-                    secrets: ctx.secrets(Secret::ControllerExpandVolume),
-                    volume_capability: Some(ctx.default_capability()),
-                });
-                let request = c.request.clone();
-                let resp = c.ok(RULE)?;
-                ensure_call(resp.capacity_bytes >= to, "ControllerExpandVolume", &request,
-                    format!("capacity_bytes >= {to}"), resp.capacity_bytes, RULE)
+                crate::node::expand_on_controller(&ctx, &v.volume_id, ctx.config().expand_to()).await
             }
         ),
     ]

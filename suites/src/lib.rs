@@ -59,6 +59,7 @@
 pub mod check;
 pub mod context;
 pub mod fixtures;
+pub mod go_names;
 pub mod paths;
 pub mod secrets;
 pub mod spec;
@@ -80,7 +81,7 @@ pub use context::{Capabilities, Clients, Ctx, Ledger, RunState, SuiteConfig};
 pub use fixtures::Available;
 pub use paths::{PathKind, PathRole};
 pub use secrets::Secret;
-pub use spec::{Need, Spec, SpecFuture};
+pub use spec::{Need, Profile, Spec, SpecFuture};
 pub use tracker::{Resource, Tracker};
 
 /// Every spec, grouped by service, in a stable order.
@@ -96,5 +97,8 @@ pub fn all() -> Vec<Spec> {
     specs.extend(group_controller::specs());
     specs.extend(node::specs());
     specs.extend(beyond::specs());
+    for spec in &mut specs {
+        spec.go_name = go_names::go_name(&spec.full_name());
+    }
     specs
 }

@@ -67,7 +67,7 @@ pub fn specs() -> Vec<Spec> {
             GROUP,
             "fails with NOT_FOUND for a volume that does not exist",
             "spec ControllerModifyVolume: \"Volume does not exist\" → 5 NOT_FOUND",
-            [MODIFY, Need::MutableParameters],
+            [MODIFY],
             |ctx: Ctx| async move {
                 modify(&ctx, &ctx.unknown_volume_id(), ctx.config().mutable_parameters.clone()).await
                     .code(Code::NotFound, "ControllerModifyVolume: an unknown volume → NOT_FOUND")?;
@@ -90,7 +90,7 @@ pub fn specs() -> Vec<Spec> {
             GROUP,
             "modifies a volume that was created without mutable parameters",
             "spec ControllerModifyVolume: supported mutable_parameters are applied to the volume",
-            [MODIFY, CREATE_DELETE, Need::MutableParameters],
+            [MODIFY, CREATE_DELETE],
             |ctx: Ctx| async move {
                 let id = volume(&ctx, "modify-plain", false).await?;
                 modify(&ctx, &id, ctx.config().mutable_parameters.clone()).await
@@ -102,7 +102,7 @@ pub fn specs() -> Vec<Spec> {
             GROUP,
             "modifies a volume that was created with mutable parameters",
             "spec ControllerModifyVolume: a volume created with a volume attributes class can be modified",
-            [MODIFY, CREATE_DELETE, Need::MutableParameters],
+            [MODIFY, CREATE_DELETE],
             |ctx: Ctx| async move {
                 let id = volume(&ctx, "modify-classed", true).await?;
                 modify(&ctx, &id, ctx.config().mutable_parameters.clone()).await

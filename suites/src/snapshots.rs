@@ -258,7 +258,7 @@ fn get_specs() -> Vec<Spec> {
             "spec GetSnapshot: snapshot_id is REQUIRED",
             [GET_SNAPSHOT],
             |ctx: Ctx| async move {
-                call!(
+                let c = call!(
                     ctx.controller(),
                     get_snapshot,
                     "GetSnapshot",
@@ -266,11 +266,16 @@ fn get_specs() -> Vec<Spec> {
                         snapshot_id: String::new(),
                         secrets: ctx.secrets(Secret::GetSnapshot),
                     }
-                )
-                .code(
-                    Code::InvalidArgument,
-                    "GetSnapshot: snapshot_id is REQUIRED → INVALID_ARGUMENT",
-                )?;
+                );
+                if ctx.compat() {
+                    // Go asks only for an error here.
+                    c.error("GetSnapshot: snapshot_id is REQUIRED → an error")?;
+                } else {
+                    c.code(
+                        Code::InvalidArgument,
+                        "GetSnapshot: snapshot_id is REQUIRED → INVALID_ARGUMENT",
+                    )?;
+                }
                 Ok(())
             }
         ),

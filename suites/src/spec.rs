@@ -104,12 +104,59 @@ pub struct Spec {
     pub needs: &'static [Need],
     /// The check itself.
     pub run: fn(Ctx) -> SpecFuture,
+    /// The Go csi-sanity's full name for this spec's counterpart, if it has one
+    /// ([`crate::go_names`]); [`crate::all`] fills it in.
+    pub go_name: Option<&'static str>,
 }
 
 impl Spec {
     /// The trial name a runner shows and filters on: `Group::sentence`.
     pub fn full_name(&self) -> String {
         format!("{}::{}", self.group, self.name)
+    }
+
+    /// Whether this spec goes beyond the Go csi-sanity (the `Beyond::` groups): it runs
+    /// only in the full profile, and a focus selects it only when it names it.
+    pub fn is_beyond(&self) -> bool {
+        self.group.starts_with("Beyond")
+    }
+
+    /// Whether the compat profile runs this spec: it has a Go counterpart that Go runs.
+    pub fn in_compat(&self) -> bool {
+        self.go_name
+            .is_some_and(|go| go != crate::go_names::GO_PENDING)
+    }
+
+    /// The names `--ginkgo.focus`/`--ginkgo.skip` match: our own, and Go's if any.
+    pub fn names(&self) -> Vec<String> {
+        let mut names = vec![self.full_name()];
+        names.extend(self.go_name.map(str::to_string));
+        names
+    }
+}
+
+/// Which specs run, and how strictly the core specs check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// The core specs, at least as strong as the Go csi-sanity on every assertion, plus
+    /// the Beyond specs (the default).
+    #[default]
+    Full,
+    /// Exactly the Go csi-sanity's specs, with its requests, assertions and gating, so a
+    /// driver gets the verdicts Go would give it.
+    Compat,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Profile, String> {
+        match s {
+            "full" => Ok(Profile::Full),
+            "compat" => Ok(Profile::Compat),
+            other => Err(format!(
+                "unknown profile {other:?}: expected full or compat"
+            )),
+        }
     }
 }
 
@@ -132,6 +179,7 @@ macro_rules! spec {
             rule: $rule,
             needs: &[$($need),*],
             run: |ctx| Box::pin(($body)(ctx)),
+            go_name: None,
         }
     };
 }
