@@ -167,9 +167,9 @@ async fn read_capabilities(clients: &Clients, timeout: Duration) -> anyhow::Resu
         .plugin
         .contains(&plugin_capability::service::Type::GroupControllerService)
     {
-        // A failure here leaves the group capabilities empty; the GroupController specs
-        // that only need the service still run and report it.
-        if let Ok(resp) = clients
+        // A failure here fails every spec that needs the group capabilities (as in Go),
+        // with this message, instead of skipping them.
+        match clients
             .group_controller
             .clone()
             .group_controller_get_capabilities(with_timeout(
@@ -178,30 +178,43 @@ async fn read_capabilities(clients: &Clients, timeout: Duration) -> anyhow::Resu
             ))
             .await
         {
-            for cap in resp.into_inner().capabilities {
-                if let Some(group_controller_service_capability::Type::Rpc(rpc)) = cap.r#type {
-                    if let Ok(t) =
-                        group_controller_service_capability::rpc::Type::try_from(rpc.r#type)
-                    {
-                        caps.group_controller.push(t);
+            Err(e) => {
+                caps.group_caps_error =
+                    Some(rpc_error("GroupControllerGetCapabilities", e, timeout).to_string())
+            }
+            Ok(resp) => {
+                for cap in resp.into_inner().capabilities {
+                    if let Some(group_controller_service_capability::Type::Rpc(rpc)) = cap.r#type {
+                        if let Ok(t) =
+                            group_controller_service_capability::rpc::Type::try_from(rpc.r#type)
+                        {
+                            caps.group_controller.push(t);
+                        }
                     }
                 }
             }
         }
     }
-    if let Ok(resp) = clients
+    match clients
         .node
         .clone()
         .node_get_capabilities(with_timeout(NodeGetCapabilitiesRequest {}, timeout))
         .await
     {
-        caps.node_service = true;
-        for cap in resp.into_inner().capabilities {
-            if let Some(node_service_capability::Type::Rpc(rpc)) = cap.r#type {
-                if let Ok(t) = node_service_capability::rpc::Type::try_from(rpc.r#type) {
-                    caps.node.push(t);
+        Ok(resp) => {
+            caps.node_service = true;
+            for cap in resp.into_inner().capabilities {
+                if let Some(node_service_capability::Type::Rpc(rpc)) = cap.r#type {
+                    if let Ok(t) = node_service_capability::rpc::Type::try_from(rpc.r#type) {
+                        caps.node.push(t);
+                    }
                 }
             }
+        }
+        // A controller-only endpoint: no node service, and its specs are skipped.
+        Err(e) if e.code() == tonic::Code::Unimplemented => {}
+        Err(e) => {
+            caps.node_caps_error = Some(rpc_error("NodeGetCapabilities", e, timeout).to_string())
         }
     }
     Ok(caps)
@@ -316,13 +329,24 @@ impl TrialFactory {
         let name = spec.full_name();
         let outcomes = self.outcomes.clone();
         if let Some(need) = self.run.caps().first_unmet(spec.needs) {
-            let reason = need.describe();
-            let fail = self.strict && need.is_capability();
+            let caps = self.run.caps();
+            let broken = match need {
+                Need::NodeService | Need::NodeCap(_) => caps.node_caps_error.clone(),
+                Need::GroupControllerCap(_) => caps.group_caps_error.clone(),
+                _ => None,
+            };
+            let reason = match &broken {
+                Some(err) => format!("the capabilities this spec needs could not be read: {err}"),
+                None => need.describe(),
+            };
+            let broken = broken.is_some();
+            let fail = broken || (self.strict && need.is_capability());
             return Trial::ignorable_test(name, move || {
                 let started = Instant::now();
                 if fail {
+                    let why = if broken { "" } else { "strict mode: " };
                     let msg = format!(
-                        "strict mode: {reason}, which this spec needs\nrule:     {}",
+                        "{why}{reason}, which this spec needs\nrule:     {}",
                         spec.rule
                     );
                     Self::record(&outcomes, &spec, Status::Failed(msg.clone()), started);
@@ -571,15 +595,21 @@ pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report>
         let rpc_timeout = config.suite.rpc_timeout;
         let node =
             crate::connect::connect_with(&endpoint, config.connect_timeout, rpc_timeout).await?;
-        let controller = match &config.controller_endpoint {
-            Some(c) => crate::connect::connect_with(c, config.connect_timeout, rpc_timeout).await?,
-            None => node.clone(),
+        let separate = match &config.controller_endpoint {
+            Some(c) => {
+                Some(crate::connect::connect_with(c, config.connect_timeout, rpc_timeout).await?)
+            }
+            None => None,
         };
+        let controller = separate.clone().unwrap_or_else(|| node.clone());
         let mut extra = Vec::new();
         for e in &extra_endpoints {
             extra.push(crate::connect::connect_with(e, config.connect_timeout, rpc_timeout).await?);
         }
-        let clients = Clients::new(node, controller).with_extra_nodes(extra);
+        let mut clients = Clients::new(node, controller).with_extra_nodes(extra);
+        if let Some(c) = separate {
+            clients = clients.with_separate_controller(c);
+        }
         let caps = read_capabilities(&clients, config.connect_timeout)
             .await
             .with_context(|| format!("reading the capabilities of {endpoint}"))?;

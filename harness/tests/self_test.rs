@@ -26,6 +26,29 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
+        fault: Fault::DeleteMalformedVolumeIdInvalid,
+        focus: "^Controller::DeleteVolume::",
+        rpc: "DeleteVolume",
+        expect: &["Controller::DeleteVolume::succeeds for a volume id that does not exist"],
+        volume_size: None,
+    },
+    Case {
+        fault: Fault::SnapshotWithoutCreationTime,
+        focus: "^Controller::(ListSnapshots|GetSnapshot|CreateSnapshot)::",
+        rpc: "Snapshot",
+        expect: &[
+            "Controller::ListSnapshots::returns exactly the snapshot asked for by snapshot id",
+            "Controller::ListSnapshots::returns the snapshots of a source volume when filtered by it",
+            "Controller::ListSnapshots::shows a new snapshot and no longer shows it once it is deleted",
+            "Controller::ListSnapshots::pages with max_entries and next_token, returning every snapshot once",
+            "Controller::GetSnapshot::returns the snapshot with the given id",
+            "Controller::CreateSnapshot::returns the same snapshot when asked again with the same name and source",
+            "Controller::CreateSnapshot::fails with ALREADY_EXISTS when the name exists with a different source volume",
+            "Controller::CreateSnapshot::accepts a name of the maximum length, 128 bytes",
+        ],
+        volume_size: None,
+    },
+    Case {
         fault: Fault::DeleteUnknownVolumeNotFound,
         focus: "^Controller::DeleteVolume::",
         rpc: "DeleteVolume",
@@ -40,6 +63,8 @@ const CASES: &[Case] = &[
             "Controller::CreateVolume::creates a volume of at least the requested capacity",
             "Controller::CreateVolume::returns the same volume when asked again with the same name and capacity",
             "Controller::CreateVolume::fails with ALREADY_EXISTS when the name exists with a different capacity",
+            // Go checks the capacity here too.
+            "Controller::CreateVolume::accepts a name of the maximum length, 128 bytes",
         ],
         // Larger than the driver's default size, so a dropped capacity shows.
         volume_size: Some(5 << 30),

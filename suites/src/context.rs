@@ -38,6 +38,9 @@ pub struct Clients {
     pub node: NodeClient<Channel>,
     /// Served by the controller endpoint.
     pub group_controller: GroupControllerClient<Channel>,
+    /// The controller endpoint's Identity service, when the controller is served at an
+    /// endpoint of its own (`--csi.controllerendpoint`): the Identity specs ask it too.
+    pub controller_identity: Option<IdentityClient<Channel>>,
     /// Node plugins of further nodes of the same driver, each on a node of its own.
     /// Specs running at once are spread over `node` and these (see [`RunState::ctx`]),
     /// as a cluster spreads pods, so that node-side work and attachments overlap.
@@ -52,8 +55,15 @@ impl Clients {
             controller: ControllerClient::new(controller_channel.clone()),
             node: NodeClient::new(node_channel),
             group_controller: GroupControllerClient::new(controller_channel),
+            controller_identity: None,
             extra_nodes: Vec::new(),
         }
+    }
+
+    /// The same clients, with the Identity service of a separate controller endpoint.
+    pub fn with_separate_controller(mut self, controller_channel: Channel) -> Self {
+        self.controller_identity = Some(IdentityClient::new(controller_channel));
+        self
     }
 
     /// The node endpoint's client, then the extra nodes'.
@@ -77,6 +87,12 @@ pub struct Capabilities {
     pub node: Vec<NodeRpc>,
     /// Whether the node service answered NodeGetCapabilities.
     pub node_service: bool,
+    /// NodeGetCapabilities failed with something other than UNIMPLEMENTED: the specs
+    /// that need the node's capabilities fail with this, as in Go, rather than skip.
+    pub node_caps_error: Option<String>,
+    /// GroupControllerGetCapabilities failed although GROUP_CONTROLLER_SERVICE is
+    /// advertised: the specs that need its capabilities fail with this.
+    pub group_caps_error: Option<String>,
     /// Whether the harness runs as root.
     pub root: bool,
     /// What the group controller advertised (empty without GROUP_CONTROLLER_SERVICE).
@@ -444,6 +460,16 @@ impl Ctx {
 
     pub fn identity(&self) -> IdentityClient<Channel> {
         self.run.clients.identity.clone()
+    }
+
+    /// Every Identity service of the driver under test, named: the node endpoint's, and
+    /// the controller endpoint's when it is separate.
+    pub fn identities(&self) -> Vec<(&'static str, IdentityClient<Channel>)> {
+        let mut all = vec![("the node endpoint", self.identity())];
+        if let Some(c) = &self.run.clients.controller_identity {
+            all.push(("the controller endpoint", c.clone()));
+        }
+        all
     }
 
     /// What the whole run (every spec) has created so far: specs that count volumes

@@ -50,7 +50,9 @@ async fn create_with_capacity(ctx: &Ctx, name: &str, bytes: i64) -> Result<Volum
         limit_bytes: 0,
     });
     let c = ctx.create_volume_with(req).await;
-    if c.status_code() == Code::OutOfRange {
+    if c.status_code() == Code::OutOfRange
+        || (ctx.compat() && c.status_code() == Code::Unimplemented)
+    {
         return Err(Failure::skip(format!(
             "the driver can't create a volume of {bytes} bytes (OUT_OF_RANGE)"
         )));
@@ -80,13 +82,29 @@ fn with_source(
 
 /// The source a created volume reports must be the one asked for, when it reports one.
 fn check_source(
+    ctx: &Ctx,
     v: &Volume,
     request: &str,
     want: &volume_content_source::Type,
     rule: &str,
 ) -> Result<(), Failure> {
     match v.content_source.as_ref().and_then(|s| s.r#type.as_ref()) {
-        None => Ok(()),
+        None => {
+            // The spec makes Volume.content_source OPTIONAL, but Kubernetes'
+            // external-provisioner refuses a volume made from a data source that does
+            // not report one, and the Go csi-sanity fails it for a snapshot source.
+            let missing = Failure::about("CreateVolume", request, format!("content_source {want:?}"),
+                "no content_source in the response",
+                "spec Volume.content_source (OPTIONAL): a CO such as Kubernetes relies on it to confirm the volume was pre-populated");
+            if ctx.compat() {
+                return match want {
+                    volume_content_source::Type::Snapshot(_) => Err(missing),
+                    _ => Ok(()),
+                };
+            }
+            ctx.warn(missing);
+            Ok(())
+        }
         Some(got) => ensure_call(
             got == want,
             "CreateVolume",
@@ -140,7 +158,11 @@ fn create_specs() -> Vec<Spec> {
             [CREATE_DELETE],
             |ctx: Ctx| async move {
                 let mut req = ctx.volume_request(&ctx.unique_name("nocapacity"));
-                req.capacity_range = None;
+                // Go still sends the configured capacity here (a FIXME upstream); the
+                // full profile really leaves it out.
+                if !ctx.compat() {
+                    req.capacity_range = None;
+                }
                 volume_of(ctx.create_volume_with(req).await, "CreateVolume: capacity_range is OPTIONAL; a request without it MUST succeed")?;
                 Ok(())
             }
@@ -185,7 +207,17 @@ fn create_specs() -> Vec<Spec> {
             |ctx: Ctx| async move {
                 let name = ctx.unique_name("conflict");
                 let size = ctx.config().volume_size;
-                let first = create_with_capacity(&ctx, &name, size).await?;
+                // Required equal to limit, as Go asks: the volume is exactly that size.
+                let mut req = ctx.volume_request(&name);
+                req.capacity_range = Some(CapacityRange { required_bytes: size, limit_bytes: size });
+                let c = ctx.create_volume_with(req).await;
+                let request = c.request.clone();
+                let first = volume_of(c, "spec CreateVolume: a volume of exactly required_bytes = limit_bytes MUST be created")?;
+                if first.capacity_bytes == 0 {
+                    return Err(Failure::skip("the driver reports capacity 0 (unknown), so a different capacity can't be judged"));
+                }
+                ensure_call(first.capacity_bytes == size, "CreateVolume", &request, format!("capacity_bytes == {size} (required_bytes = limit_bytes)"),
+                    first.capacity_bytes, "spec CreateVolume: the volume's capacity MUST be within capacity_range: at least required_bytes and at most limit_bytes")?;
                 let mut req = ctx.volume_request(&name);
                 // Twice the size (and at least 1 GiB more than what was made), so a
                 // driver that rounds up can't call the two compatible.
@@ -203,9 +235,14 @@ fn create_specs() -> Vec<Spec> {
             [CREATE_DELETE],
             |ctx: Ctx| async move {
                 let name = ctx.unique_name_of_len(128);
-                volume_of(ctx.create_volume_with(ctx.volume_request(&name)).await,
-                    "CreateVolume: a name of 128 bytes is within the spec's size limit and MUST be accepted")?;
-                Ok(())
+                let req = ctx.volume_request(&name);
+                let size = req.capacity_range.as_ref().map(|r| r.required_bytes).unwrap_or_default();
+                let c = ctx.create_volume_with(req).await;
+                let request = c.request.clone();
+                let v = volume_of(c, "CreateVolume: a name of 128 bytes is within the spec's size limit and MUST be accepted")?;
+                ensure_call(v.capacity_bytes == 0 || v.capacity_bytes >= size, "CreateVolume", &request,
+                    format!("capacity_bytes >= {size} (or 0, unknown)"), v.capacity_bytes,
+                    "spec CreateVolume: the volume MUST be at least capacity_range.required_bytes")
             }
         ),
         spec!(
@@ -222,7 +259,7 @@ fn create_specs() -> Vec<Spec> {
                 let c = ctx.create_volume_with(req).await;
                 let request = c.request.clone();
                 let v = volume_of(c, RULE)?;
-                check_source(&v, &request, &src, "CreateVolume: a volume created from a snapshot reports that snapshot as its content_source")
+                check_source(&ctx, &v, &request, &src, "CreateVolume: a volume created from a snapshot reports that snapshot as its content_source")
             }
         ),
         spec!(
@@ -251,7 +288,7 @@ fn create_specs() -> Vec<Spec> {
                 let c = ctx.create_volume_with(req).await;
                 let request = c.request.clone();
                 let v = volume_of(c, RULE)?;
-                check_source(&v, &request, &src, "CreateVolume: a cloned volume reports its source volume as content_source")
+                check_source(&ctx, &v, &request, &src, "CreateVolume: a cloned volume reports its source volume as content_source")
             }
         ),
         spec!(
@@ -318,11 +355,13 @@ fn delete_specs() -> Vec<Spec> {
             "spec DeleteVolume: \"If a volume corresponding to the specified volume_id does not exist or the artifacts associated with the volume do not exist anymore, the Plugin MUST reply 0 OK\"",
             [CREATE_DELETE],
             |ctx: Ctx| async move {
-                call!(ctx.controller(), delete_volume, "DeleteVolume", DeleteVolumeRequest {
-                    volume_id: ctx.unknown_volume_id(),
-                    secrets: ctx.secrets(Secret::DeleteVolume),
-                })
-                .ok("DeleteVolume: an unknown volume id MUST reply OK (it is idempotent)")?;
+                for volume_id in ctx.unknown_volume_ids() {
+                    call!(ctx.controller(), delete_volume, "DeleteVolume", DeleteVolumeRequest {
+                        volume_id,
+                        secrets: ctx.secrets(Secret::DeleteVolume),
+                    })
+                    .ok("DeleteVolume: an unknown volume id MUST reply OK (it is idempotent)")?;
+                }
                 Ok(())
             }
         ),

@@ -78,8 +78,10 @@ impl Ctx {
         loop {
             let call = send().await;
             match &call.result {
+                // The compat profile sends setup calls once, as Go does.
                 Err(status)
-                    if RETRIED_BY_A_CO.contains(&status.code())
+                    if !self.compat()
+                        && RETRIED_BY_A_CO.contains(&status.code())
                         && Instant::now() + pause < give_up =>
                 {
                     tokio::time::sleep(pause).await;
@@ -119,6 +121,26 @@ impl Ctx {
     /// A snapshot id that no driver has: a fresh UUID.
     pub fn unknown_snapshot_id(&self) -> String {
         uuid::Uuid::new_v4().to_string()
+    }
+
+    /// Unknown volume ids to try where the spec wants OK or NOT_FOUND for an unknown
+    /// one: the malformed id the Go csi-sanity sends (`fake-vol-id`), and in the full
+    /// profile also a well-formed one, so a driver that rejects either form is caught.
+    pub fn unknown_volume_ids(&self) -> Vec<String> {
+        let mut ids = vec!["fake-vol-id".to_string()];
+        if !self.compat() {
+            ids.push(self.unknown_volume_id());
+        }
+        ids
+    }
+
+    /// Like [`Ctx::unknown_volume_ids`], for snapshots (Go sends `reallyfakesnapshotid`).
+    pub fn unknown_snapshot_ids(&self) -> Vec<String> {
+        let mut ids = vec!["reallyfakesnapshotid".to_string()];
+        if !self.compat() {
+            ids.push(self.unknown_snapshot_id());
+        }
+        ids
     }
 
     /// A node id no cluster has. Numeric, so drivers with numeric node ids (cloud
@@ -324,19 +346,10 @@ impl Ctx {
         let resp = c
             .ok(SETUP_RULE)
             .map_err(|f| f.during("setting up: creating a test snapshot"))?;
-        match resp.snapshot {
-            Some(s) if !s.snapshot_id.is_empty() => Ok(s),
-            other => Err(Failure {
-                rpc: Some("CreateSnapshot".into()),
-                request: Some(request),
-                expected: "a snapshot with a non-empty snapshot_id".into(),
-                actual: format!("{other:?}"),
-                rule: "CreateSnapshot: snapshot and snapshot_id are REQUIRED in the response"
-                    .into(),
-                step: Some("setting up: creating a test snapshot".into()),
-                skip: None,
-            }),
-        }
+        let snapshot = resp.snapshot.unwrap_or_default();
+        check_snapshot_info("CreateSnapshot", &request, &snapshot)
+            .map_err(|f| f.during("setting up: creating a test snapshot"))?;
+        Ok(snapshot)
     }
 
     /// Create a snapshot and wait until it is ready to use.
@@ -747,4 +760,27 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+/// The REQUIRED fields of a Snapshot in any response (what the Go csi-sanity's
+/// verifySnapshotInfo checks): snapshot_id, source_volume_id and creation_time.
+pub fn check_snapshot_info(rpc: &str, request: &str, s: &Snapshot) -> Result<(), Failure> {
+    let missing: Vec<&str> = [
+        ("snapshot_id", s.snapshot_id.is_empty()),
+        ("source_volume_id", s.source_volume_id.is_empty()),
+        ("creation_time", s.creation_time.is_none()),
+    ]
+    .into_iter()
+    .filter_map(|(field, absent)| absent.then_some(field))
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::about(
+        rpc,
+        request,
+        "a snapshot with snapshot_id, source_volume_id and creation_time set",
+        format!("{s:?} (missing {})", missing.join(", ")),
+        "spec Snapshot: snapshot_id, source_volume_id and creation_time are REQUIRED fields of every Snapshot a plugin returns",
+    ))
 }

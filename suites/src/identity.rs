@@ -32,9 +32,12 @@ pub fn specs() -> Vec<Spec> {
             [],
             |ctx: crate::Ctx| async move {
                 const RULE: &str = "GetPluginInfo: name is REQUIRED, <= 63 chars, reverse domain name notation; vendor_version is REQUIRED";
-                let info = call!(ctx.identity(), get_plugin_info, "GetPluginInfo", GetPluginInfoRequest {}).ok(RULE)?;
-                ensure(valid_plugin_name(&info.name), "GetPluginInfo", "a name like block.csi.example.com (<= 63 chars)", &info.name, RULE)?;
-                ensure(!info.vendor_version.is_empty(), "GetPluginInfo", "a non-empty vendor_version", &info.vendor_version, RULE)
+                for (at, identity) in ctx.identities() {
+                    let info = call!(identity, get_plugin_info, "GetPluginInfo", GetPluginInfoRequest {}).ok(RULE)?;
+                    ensure(valid_plugin_name(&info.name), "GetPluginInfo", format!("a name like block.csi.example.com (<= 63 chars) from {at}"), &info.name, RULE)?;
+                    ensure(!info.vendor_version.is_empty(), "GetPluginInfo", format!("a non-empty vendor_version from {at}"), &info.vendor_version, RULE)?;
+                }
+                Ok(())
             }
         ),
         spec!(
@@ -44,7 +47,8 @@ pub fn specs() -> Vec<Spec> {
             [],
             |ctx: crate::Ctx| async move {
                 const RULE: &str = "GetPluginCapabilities: capabilities are values defined by the spec (not UNKNOWN)";
-                let resp = call!(ctx.identity(), get_plugin_capabilities, "GetPluginCapabilities", GetPluginCapabilitiesRequest {}).ok(RULE)?;
+                for (at, identity) in ctx.identities() {
+                let resp = call!(identity, get_plugin_capabilities, "GetPluginCapabilities", GetPluginCapabilitiesRequest {}).ok(RULE)?;
                 for cap in &resp.capabilities {
                     let known = match &cap.r#type {
                         Some(plugin_capability::Type::Service(s)) => matches!(
@@ -57,7 +61,8 @@ pub fn specs() -> Vec<Spec> {
                         ),
                         None => false,
                     };
-                    ensure(known, "GetPluginCapabilities", "a known Service or VolumeExpansion value", cap, RULE)?;
+                    ensure(known, "GetPluginCapabilities", format!("a known Service or VolumeExpansion value from {at}"), cap, RULE)?;
+                }
                 }
                 Ok(())
             }
@@ -69,7 +74,9 @@ pub fn specs() -> Vec<Spec> {
             [],
             |ctx: crate::Ctx| async move {
                 const RULE: &str = "Probe: a healthy plugin answers OK";
-                call!(ctx.identity(), probe, "Probe", ProbeRequest {}).ok(RULE)?;
+                for (_, identity) in ctx.identities() {
+                    call!(identity, probe, "Probe", ProbeRequest {}).ok(RULE)?;
+                }
                 Ok(())
             }
         ),

@@ -285,7 +285,18 @@ fn info_specs() -> Vec<Spec> {
                 let request = c.request.clone();
                 let resp = c.ok(RULE)?;
                 ensure_call(!resp.node_id.is_empty() && resp.max_volumes_per_node >= 0, "NodeGetInfo", &request,
-                    "a non-empty node_id and max_volumes_per_node >= 0", &resp, RULE)
+                    "a non-empty node_id and max_volumes_per_node >= 0", &resp, RULE)?;
+                // Go: a plugin with VOLUME_ACCESSIBILITY_CONSTRAINTS says where the node is.
+                // The spec makes accessible_topology OPTIONAL, so the full profile warns.
+                let constrained = ctx.caps().plugin.contains(&csi_proto::v1::plugin_capability::service::Type::VolumeAccessibilityConstraints);
+                let topology = ensure_call(!constrained || resp.accessible_topology.is_some(), "NodeGetInfo", &request,
+                    "accessible_topology set, since the plugin advertises VOLUME_ACCESSIBILITY_CONSTRAINTS", &resp.accessible_topology,
+                    "spec NodeGetInfo: accessible_topology (OPTIONAL) is where the node's volumes are accessible; a CO needs it to honour VOLUME_ACCESSIBILITY_CONSTRAINTS");
+                if ctx.compat() {
+                    return topology;
+                }
+                ctx.should(topology);
+                Ok(())
             }
         ),
     ]

@@ -10,6 +10,7 @@ use csi_proto::v1::{
 use tonic::Code;
 
 use crate::check::{ensure, ensure_call, Call, Failure};
+use crate::fixtures::check_snapshot_info;
 use crate::secrets::Secret;
 use crate::{call, spec, Ctx, Need, Spec};
 
@@ -31,10 +32,24 @@ async fn list(ctx: &Ctx, req: ListSnapshotsRequest) -> Call<ListSnapshotsRespons
     call!(ctx.controller(), list_snapshots, "ListSnapshots", req)
 }
 
-fn snapshots(resp: ListSnapshotsResponse) -> Vec<Snapshot> {
+/// The snapshots of a ListSnapshots response. An entry without a snapshot, or a
+/// snapshot without its REQUIRED fields, fails (as in the Go csi-sanity).
+fn snapshots(resp: ListSnapshotsResponse, request: &str) -> Result<Vec<Snapshot>, Failure> {
     resp.entries
         .into_iter()
-        .filter_map(|e| e.snapshot)
+        .map(|e| {
+            let s = e.snapshot.ok_or_else(|| {
+                Failure::about(
+                    "ListSnapshots",
+                    request,
+                    "every entry to carry a snapshot",
+                    "an entry with no snapshot",
+                    "spec ListSnapshots: each Entry's snapshot is the listed snapshot (REQUIRED)",
+                )
+            })?;
+            check_snapshot_info("ListSnapshots", request, &s)?;
+            Ok(s)
+        })
         .collect()
 }
 
@@ -47,7 +62,8 @@ async fn listed(
 ) -> Result<(String, Vec<Snapshot>), Failure> {
     let c = list(ctx, req).await;
     let request = c.request.clone();
-    Ok((request, snapshots(c.ok(rule)?)))
+    let got = snapshots(c.ok(rule)?, &request)?;
+    Ok((request, got))
 }
 
 /// ListSnapshots with `req`, a filter that matches no snapshot, must answer OK with
@@ -101,7 +117,7 @@ async fn walk_snapshots(ctx: &Ctx, max_entries: i32) -> Result<(Vec<String>, usi
         let resp = c.ok(RULE)?;
         pages += 1;
         let next = resp.next_token.clone();
-        let page = snapshots(resp);
+        let page = snapshots(resp, &request)?;
         ensure_call(
             page.len() <= max_entries as usize,
             "ListSnapshots",
@@ -231,6 +247,35 @@ fn list_specs() -> Vec<Spec> {
                 for _ in 0..3 {
                     ours.push(ctx.create_snapshot(&ctx.unique_name("page"), &v.volume_id).await?.snapshot_id);
                 }
+                // Go's checks: a first page of max_entries = 2 holds exactly 2 entries,
+                // and its token with no max_entries returns all the rest at once. The spec
+                // only says "at most" and "no restriction", so the full profile warns where
+                // Go fails (the walk below is the MUST).
+                let total = list(&ctx, ListSnapshotsRequest::default()).await.ok(RULE)?.entries.len();
+                let (request, first) = {
+                    let c = list(&ctx, ListSnapshotsRequest { max_entries: 2, ..Default::default() }).await;
+                    let request = c.request.clone();
+                    (request, c.ok(RULE)?)
+                };
+                let token = first.next_token.clone();
+                let first_len = first.entries.len();
+                let exact = ensure_call(first_len == 2, "ListSnapshots", &request,
+                    "exactly max_entries = 2 entries on the first page (at least 3 snapshots exist)", first_len,
+                    "Go csi-sanity: a page of max_entries holds max_entries entries while more remain");
+                let c = list(&ctx, ListSnapshotsRequest { starting_token: token.clone(), ..Default::default() }).await;
+                let request = c.request.clone();
+                let rest = c.ok(RULE)?;
+                let rest_all = ensure_call(rest.next_token.is_empty(), "ListSnapshots", &request,
+                    "all the remaining entries at once (no next_token) when max_entries is not set", &rest.next_token,
+                    "spec ListSnapshots: max_entries unset means no restriction on the number of entries returned");
+                if ctx.compat() {
+                    exact?;
+                    return ensure_call(rest.entries.len() + 2 == total, "ListSnapshots", &request,
+                        format!("the {} remaining entries at once", total.saturating_sub(2)), rest.entries.len(),
+                        "Go csi-sanity: a token with no max_entries returns all the remaining entries");
+                }
+                ctx.should(exact);
+                ctx.should(rest_all);
                 // Other specs may create and delete snapshots meanwhile; retry a walk
                 // that was disturbed, but not three times in a row.
                 let mut last = Ok(());
@@ -308,7 +353,8 @@ fn get_specs() -> Vec<Spec> {
                     format!("snapshot {} of volume {volume_id}", snap.snapshot_id),
                     &got,
                     RULE,
-                )
+                )?;
+                check_snapshot_info("GetSnapshot", &request, &got.unwrap_or_default())
             }
         ),
         spec!(
@@ -358,11 +404,13 @@ fn delete_specs() -> Vec<Spec> {
             "spec DeleteSnapshot: \"If a snapshot corresponding to the specified snapshot_id does not exist ... the Plugin MUST reply 0 OK\"",
             [SNAPSHOTS],
             |ctx: Ctx| async move {
-                call!(ctx.controller(), delete_snapshot, "DeleteSnapshot", DeleteSnapshotRequest {
-                    snapshot_id: ctx.unknown_snapshot_id(),
-                    secrets: ctx.secrets(Secret::DeleteSnapshot),
-                })
-                .ok("DeleteSnapshot: an unknown snapshot id MUST reply OK")?;
+                for snapshot_id in ctx.unknown_snapshot_ids() {
+                    call!(ctx.controller(), delete_snapshot, "DeleteSnapshot", DeleteSnapshotRequest {
+                        snapshot_id,
+                        secrets: ctx.secrets(Secret::DeleteSnapshot),
+                    })
+                    .ok("DeleteSnapshot: an unknown snapshot id MUST reply OK")?;
+                }
                 Ok(())
             }
         ),
@@ -450,8 +498,13 @@ fn create_specs() -> Vec<Spec> {
             |ctx: Ctx| async move {
                 let v = ctx.create_volume(&ctx.unique_name("snap-long-source")).await?;
                 let req = CreateSnapshotRequest { name: ctx.unique_name_of_len(128), ..ctx.snapshot_request("", &v.volume_id) };
-                ctx.create_snapshot_with(req).await
-                    .ok("CreateSnapshot: a name of 128 bytes is within the spec's size limit and MUST be accepted")?;
+                // Twice, as Go does: the second is a retry and MUST answer the same way.
+                for attempt in ["", " (asked again)"] {
+                    let c = ctx.create_snapshot_with(req.clone()).await;
+                    let request = c.request.clone();
+                    let resp = c.ok(&format!("CreateSnapshot: a name of 128 bytes is within the spec's size limit and MUST be accepted{attempt}"))?;
+                    check_snapshot_info("CreateSnapshot", &request, &resp.snapshot.unwrap_or_default())?;
+                }
                 Ok(())
             }
         ),

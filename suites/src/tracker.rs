@@ -221,7 +221,11 @@ impl Ctx {
             match self.undo(resource).await {
                 Ok(()) => return Ok(()),
                 Err((code, failure)) => {
-                    if std::time::Instant::now() + delay >= give_up || !RETRYABLE.contains(&code) {
+                    // The compat profile cleans up as Go does: once, no retries.
+                    if self.compat()
+                        || std::time::Instant::now() + delay >= give_up
+                        || !RETRYABLE.contains(&code)
+                    {
                         return Err(failure);
                     }
                     tokio::time::sleep(delay).await;
@@ -233,17 +237,33 @@ impl Ctx {
 
     /// One undo attempt; on failure, the code (for retry decisions) and the failure.
     async fn undo(&self, resource: &Resource) -> Result<(), (Code, Failure)> {
-        fn settle<T: std::fmt::Debug>(call: Call<T>) -> Result<(), (Code, Failure)> {
+        // Go accepts NOT_FOUND only from the node's unpublish and unstage; the
+        // controller's unpublish and the deletes must answer OK there.
+        let compat = self.compat();
+        let node_side = matches!(
+            resource,
+            Resource::NodePublish { .. } | Resource::NodeStage { .. }
+        );
+        let gone: &[Code] = if compat && !node_side { &[] } else { GONE };
+        fn settle_with<T: std::fmt::Debug>(
+            call: Call<T>,
+            gone: &[Code],
+        ) -> Result<(), (Code, Failure)> {
             let code = call.status_code();
-            call.ok_or_code_in(GONE, CLEANUP_RULE)
+            call.ok_or_code_in(gone, CLEANUP_RULE)
                 .map(|_| ())
                 .map_err(|f| (code, f))
+        }
+        macro_rules! settle {
+            ($call:expr) => {
+                settle_with($call, gone)
+            };
         }
         match resource {
             Resource::NodePublish {
                 volume_id,
                 target_path,
-            } => settle(crate::call!(
+            } => settle!(crate::call!(
                 self.node(),
                 node_unpublish_volume,
                 "NodeUnpublishVolume",
@@ -255,7 +275,7 @@ impl Ctx {
             Resource::NodeStage {
                 volume_id,
                 staging_path,
-            } => settle(crate::call!(
+            } => settle!(crate::call!(
                 self.node(),
                 node_unstage_volume,
                 "NodeUnstageVolume",
@@ -264,7 +284,7 @@ impl Ctx {
                     staging_target_path: staging_path.clone(),
                 }
             )),
-            Resource::ControllerPublish { volume_id, node_id } => settle(crate::call!(
+            Resource::ControllerPublish { volume_id, node_id } => settle!(crate::call!(
                 self.controller(),
                 controller_unpublish_volume,
                 "ControllerUnpublishVolume",
@@ -274,7 +294,7 @@ impl Ctx {
                     secrets: self.secrets(Secret::ControllerUnpublishVolume),
                 }
             )),
-            Resource::GroupSnapshot { id, snapshot_ids } => settle(crate::call!(
+            Resource::GroupSnapshot { id, snapshot_ids } => settle!(crate::call!(
                 self.group_controller(),
                 delete_volume_group_snapshot,
                 "DeleteVolumeGroupSnapshot",
@@ -284,7 +304,7 @@ impl Ctx {
                     secrets: self.secrets(Secret::DeleteVolumeGroupSnapshot),
                 }
             )),
-            Resource::Snapshot { id } => settle(crate::call!(
+            Resource::Snapshot { id } => settle!(crate::call!(
                 self.controller(),
                 delete_snapshot,
                 "DeleteSnapshot",
@@ -293,7 +313,7 @@ impl Ctx {
                     secrets: self.secrets(Secret::DeleteSnapshot),
                 }
             )),
-            Resource::Volume { id } => settle(crate::call!(
+            Resource::Volume { id } => settle!(crate::call!(
                 self.controller(),
                 delete_volume,
                 "DeleteVolume",

@@ -113,6 +113,12 @@ pub enum Fault {
     NodeInfoWithoutNodeId,
     /// NodeStageVolume without a staging path says OK without doing anything.
     StageAcceptsNoStagingPath,
+    /// DeleteVolume of a malformed id (not a UUID) answers INVALID_ARGUMENT instead of
+    /// OK: the Go csi-sanity's `fake-vol-id` catches it.
+    DeleteMalformedVolumeIdInvalid,
+    /// Snapshots in CreateSnapshot, ListSnapshots and GetSnapshot answers lack
+    /// creation_time (a REQUIRED field; Go's verifySnapshotInfo).
+    SnapshotWithoutCreationTime,
 }
 
 /// Forwards Identity, Controller and Node to the driver, with one fault.
@@ -255,6 +261,15 @@ impl Controller for Proxy {
                 req.volume_id
             )));
         }
+        if self.is(Fault::DeleteMalformedVolumeIdInvalid)
+            && !req.volume_id.is_empty()
+            && uuid::Uuid::parse_str(&req.volume_id).is_err()
+        {
+            return Err(Status::invalid_argument(format!(
+                "proxy: {} is not a volume id",
+                req.volume_id
+            )));
+        }
         self.controller.clone().delete_volume(req).await
     }
     async fn controller_publish_volume(
@@ -334,9 +349,14 @@ impl Controller for Proxy {
             let keep = req.name.len().saturating_sub(suffix.len()).max(1);
             req.name = format!("{}{suffix}", &req.name[..keep]);
         }
-        let resp = self.controller.clone().create_snapshot(req).await?;
+        let mut resp = self.controller.clone().create_snapshot(req).await?;
         if let Some(s) = &resp.get_ref().snapshot {
             self.snapshots.lock().unwrap().insert(s.snapshot_id.clone());
+        }
+        if self.is(Fault::SnapshotWithoutCreationTime) {
+            if let Some(s) = resp.get_mut().snapshot.as_mut() {
+                s.creation_time = None;
+            }
         }
         Ok(resp)
     }
@@ -361,10 +381,24 @@ impl Controller for Proxy {
         if self.is(Fault::ListSnapshotsIgnoresSnapshotId) {
             req.snapshot_id.clear();
         }
-        self.controller.clone().list_snapshots(req).await
+        let mut resp = self.controller.clone().list_snapshots(req).await?;
+        if self.is(Fault::SnapshotWithoutCreationTime) {
+            for e in &mut resp.get_mut().entries {
+                if let Some(s) = e.snapshot.as_mut() {
+                    s.creation_time = None;
+                }
+            }
+        }
+        Ok(resp)
     }
     async fn get_snapshot(&self, r: Request<GetSnapshotRequest>) -> Rpc<GetSnapshotResponse> {
-        self.controller.clone().get_snapshot(r.into_inner()).await
+        let mut resp = self.controller.clone().get_snapshot(r.into_inner()).await?;
+        if self.is(Fault::SnapshotWithoutCreationTime) {
+            if let Some(s) = resp.get_mut().snapshot.as_mut() {
+                s.creation_time = None;
+            }
+        }
+        Ok(resp)
     }
     async fn controller_expand_volume(
         &self,
