@@ -321,6 +321,31 @@ pub fn specs() -> Vec<Spec> {
         ),
         spec!(
             GROUP,
+            "ControllerGetVolume and ListVolumes report published_node_ids exactly: the node after ControllerPublishVolume, no node after ControllerUnpublishVolume",
+            "spec ControllerGetVolume / ListVolumes VolumeStatus.published_node_ids: \"A list of all the node_id of nodes that this volume is controller published on\"",
+            [CREATE_DELETE, PUBLISH, NODE],
+            |ctx: Ctx| async move {
+                const RULE: &str = "published_node_ids lists exactly the nodes the volume is controller-published to";
+                if !super::observe::reports_published_nodes(&ctx) {
+                    return Err(Failure::skip("the driver advertises neither GET_VOLUME nor LIST_VOLUMES_PUBLISHED_NODES"));
+                }
+                let v = ctx.create_volume(&ctx.unique_name("published-nodes")).await?;
+                let node = ctx.node_id().await?;
+                super::observe::expect_published_to(&ctx, &v.volume_id, &[], RULE)
+                    .await
+                    .map_err(|f| f.during("before ControllerPublishVolume"))?;
+                ctx.controller_publish(&v, &node).await?;
+                super::observe::expect_published_to(&ctx, &v.volume_id, &[node.as_str()], RULE)
+                    .await
+                    .map_err(|f| f.during("after ControllerPublishVolume"))?;
+                ctx.controller_unpublish(&v.volume_id, &node).await?;
+                super::observe::expect_published_to(&ctx, &v.volume_id, &[], RULE)
+                    .await
+                    .map_err(|f| f.during("after ControllerUnpublishVolume"))
+            }
+        ),
+        spec!(
+            GROUP,
             "GetSnapshot fails with NOT_FOUND for a snapshot that was deleted",
             "spec GetSnapshot errors: \"Snapshot does not exist\" → 5 NOT_FOUND",
             [GET_SNAPSHOT, SNAPSHOTS, CREATE_DELETE],

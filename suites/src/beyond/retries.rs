@@ -4,8 +4,8 @@
 
 use super::co::{cut_off_then_settle, expect_attached_once, expect_same_again};
 use super::observe::{
-    expect_at_most_one_mount, expect_expanded, expect_published_to_where_reported, look_up,
-    mounts_at, reports_volumes, snapshots_of, VolumeCensus,
+    expect_at_most_one_mount, expect_expanded, expect_published_to_where_reported, mounts_at,
+    reports_volumes, snapshots_of, VolumeCensus,
 };
 use super::{
     attach_if_advertised, controller_unpublish_request, delete_snapshot_request,
@@ -58,8 +58,7 @@ pub fn specs() -> Vec<Spec> {
                 let v = ctx.create_volume(&ctx.unique_name("cut-delete")).await?;
                 cut_off_then_settle(&ctx, &delete_volume_request(&ctx, &v.volume_id), RULE).await?;
                 if reports_volumes(&ctx) {
-                    let seen = look_up(&ctx, &v.volume_id).await?;
-                    ensure(seen.is_none(), "ControllerGetVolume/ListVolumes", "the volume gone", &seen, RULE)?;
+                    super::observe::expect_gone(&ctx, &v.volume_id, RULE).await?;
                 }
                 Ok(())
             }
