@@ -33,9 +33,14 @@ const CO_SIM: &str = "^Beyond::CoSimulation::";
 
 const CASES: &[Case] = &[
     Case {
-        fault: BeyondFault::DeleteInUseSucceeds,
+        fault: BeyondFault::PublishedNodesEmptyId,
         focus: ERRORS,
-        expect: &["DeleteVolume fails with FAILED_PRECONDITION while"],
+        expect: &["report published_node_ids exactly"],
+    },
+    Case {
+        fault: BeyondFault::GetVolumeFindsAnything,
+        focus: ERRORS,
+        expect: &["ControllerGetVolume fails with NOT_FOUND for an unknown volume id"],
     },
     Case {
         fault: BeyondFault::PublishElsewhereSucceeds,
@@ -331,4 +336,86 @@ fn the_offline_only_expansion_spec_passes_and_fails_as_it_should() {
         FOCUS,
     );
     assert_eq!(bad.failed, 1, "{bad}");
+}
+
+/// The shapes of hostpathplugin that are not spec violations must not fail, and a spec
+/// that relies on an observation the driver gets wrong names that first cause instead
+/// of failing on a rule of its own.
+#[test]
+fn reference_driver_shapes_get_a_true_verdict() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (the specs mount)");
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let driver = rt.block_on(TestDriver::start());
+    let mut problems = Vec::new();
+
+    // "Volume in use" is the plugin's judgement: a warning, not a failure.
+    let report = run_through(&rt, &driver, BeyondFault::DeleteInUseSucceeds, ERRORS);
+    let name = spec_named(ERRORS, "DeleteVolume fails with FAILED_PRECONDITION while");
+    match report.outcome(&name) {
+        Some(o) if o.status == csi_sanity::Status::Passed && o.warnings.len() == 1 => {}
+        other => problems.push(format!(
+            "DeleteInUseSucceeds: {name} must pass with one warning: {other:?}"
+        )),
+    }
+    assert!(
+        report.summary().contains(", 1 warning"),
+        "{}",
+        report.summary()
+    );
+
+    // A shared filesystem's size says nothing about the volume: the NodeExpandVolume
+    // spec passes.
+    let report = run_through(
+        &rt,
+        &driver,
+        BeyondFault::StatsShowSharedFilesystem,
+        "^Node::NodeExpandVolume::",
+    );
+    if !report.failed_names().is_empty() {
+        problems.push(format!(
+            "StatsShowSharedFilesystem: {:?} failed",
+            report.failed_names()
+        ));
+    }
+
+    // published_node_ids [""]: the specs that rely on it are not judged, and say why.
+    let report = run_through(&rt, &driver, BeyondFault::PublishedNodesEmptyId, "^Beyond::(Retries|SlowCloud|Concurrency)::.*(ControllerPublishVolume|ControllerUnpublishVolume)");
+    for o in &report.outcomes {
+        match &o.status {
+            csi_sanity::Status::Failed(msg) => problems.push(format!(
+                "PublishedNodesEmptyId: {} failed on another rule:\n{msg}",
+                o.full_name()
+            )),
+            csi_sanity::Status::Skipped(why)
+                if !why.contains("report published_node_ids exactly") =>
+            {
+                problems.push(format!(
+                    "PublishedNodesEmptyId: {} skipped without naming the cause: {why}",
+                    o.full_name()
+                ))
+            }
+            _ => {}
+        }
+    }
+    assert!(report.skipped >= 3, "{}", report.summary());
+
+    // A driver that "finds" any volume: the retried delete is not judged on it.
+    let report = run_through(
+        &rt,
+        &driver,
+        BeyondFault::GetVolumeFindsAnything,
+        "^Beyond::Retries::DeleteVolume",
+    );
+    match report.outcomes.first().map(|o| &o.status) {
+        Some(csi_sanity::Status::Skipped(why))
+            if why.contains("ControllerGetVolume fails with NOT_FOUND") => {}
+        other => problems.push(format!(
+            "GetVolumeFindsAnything: the retried delete must name the cause: {other:?}"
+        )),
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+    rt.block_on(async { drop(driver) });
 }

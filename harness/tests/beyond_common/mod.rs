@@ -63,6 +63,15 @@ pub enum BeyondFault {
     ExpandUnknownOk,
     /// NodeGetVolumeStats of nothing published answers OK.
     StatsNotFoundOk,
+    /// Like hostpathplugin: ControllerGetVolume reports published_node_ids `[""]` for a
+    /// volume the controller published (a real defect of the observation).
+    PublishedNodesEmptyId,
+    /// Like hostpathplugin: ControllerGetVolume answers OK for any volume id, also one
+    /// that never existed.
+    GetVolumeFindsAnything,
+    /// Like hostpathplugin's shared filesystem: NodeGetVolumeStats shows a host's 270 GB
+    /// that does not change when the volume grows (not a defect).
+    StatsShowSharedFilesystem,
     /// NodePublishVolume without a staging path answers INVALID_ARGUMENT instead of FAILED_PRECONDITION.
     StageRequiredInvalidArgument,
     /// ControllerModifyVolume with an unsupported parameter changes the volume (grows it) before rejecting it.
@@ -625,6 +634,49 @@ impl FaultProxy {
             }
             F::ListSnapshotsBadTokenOk if code == Some(Code::Aborted) => {
                 answer(result, Box::new(ListSnapshotsResponse::default()));
+            }
+            F::PublishedNodesEmptyId => {
+                if let Some(r) =
+                    ok_mut(result).and_then(|r| r.downcast_mut::<ControllerGetVolumeResponse>())
+                {
+                    if let Some(status) = r.status.as_mut() {
+                        if !status.published_node_ids.is_empty() {
+                            status.published_node_ids = vec![String::new()];
+                        }
+                    }
+                }
+            }
+            F::GetVolumeFindsAnything
+                if code == Some(Code::NotFound) && key.0 == "ControllerGetVolume" =>
+            {
+                if let Some(r) = req.downcast_ref::<ControllerGetVolumeRequest>() {
+                    let found = ControllerGetVolumeResponse {
+                        volume: Some(Volume {
+                            volume_id: r.volume_id.clone(),
+                            ..Default::default()
+                        }),
+                        status: Some(controller_get_volume_response::VolumeStatus {
+                            published_node_ids: vec![],
+                            volume_condition: Some(VolumeCondition {
+                                abnormal: true,
+                                message: "proxy: volume not found".into(),
+                            }),
+                        }),
+                    };
+                    answer(result, Box::new(found));
+                }
+            }
+            F::StatsShowSharedFilesystem => {
+                if let Some(r) =
+                    ok_mut(result).and_then(|r| r.downcast_mut::<NodeGetVolumeStatsResponse>())
+                {
+                    for u in &mut r.usage {
+                        if u.unit == 1 {
+                            u.total = 270_000_000_000;
+                            u.available = 200_000_000_000;
+                        }
+                    }
+                }
             }
             F::GetVolumeNotFoundInternal
                 if code == Some(Code::NotFound) && key.0 == "ControllerGetVolume" =>
