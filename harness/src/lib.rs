@@ -40,6 +40,7 @@
 pub mod bundled;
 pub mod cli;
 pub mod connect;
+pub mod findings;
 pub mod load;
 pub mod report;
 pub mod runner;

@@ -22,6 +22,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut config = config;
+    config.command_line = std::iter::once("csi-sanity".to_string())
+        .chain(std::env::args().skip(1))
+        .map(|a| {
+            if a.contains(|c: char| c.is_whitespace() || "'\"$|&;()<>*?[]".contains(c)) {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            } else {
+                a
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     match csi_sanity::run(*config) {
         Ok(report) if report.success() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(1),

@@ -55,6 +55,10 @@ pub struct Config {
     pub volume_size_set: bool,
     /// Print the closing summary (to stdout; to stderr with `--format json`).
     pub print_summary: bool,
+    /// Write the findings page here (`--csi.report`).
+    pub findings_file: Option<PathBuf>,
+    /// The command line, as the findings page shows it.
+    pub command_line: String,
     /// How the JUnit report names test cases (`--csi.junit-names`).
     pub junit_names: crate::report::JunitNames,
 }
@@ -77,6 +81,8 @@ impl Default for Config {
             volume_size_set: false,
             print_summary: true,
             junit_names: crate::report::JunitNames::Ours,
+            findings_file: None,
+            command_line: String::new(),
         }
     }
 }
@@ -678,6 +684,25 @@ pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report>
     };
     if config.suite.strict {
         report.not_covered = not_covered(&specs, &caps);
+    }
+    if let Some(path) = &config.findings_file {
+        let endpoint = config
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| "(the bundled driver)".to_string());
+        let profile = match config.suite.profile {
+            csi_suites::Profile::Full => "full",
+            csi_suites::Profile::Compat => "compat",
+        };
+        crate::findings::write(
+            path,
+            &report,
+            &crate::findings::RunInfo {
+                endpoint: &endpoint,
+                command: &config.command_line,
+                profile,
+            },
+        )?;
     }
     if let Some(path) = &config.junit_file {
         report.write_junit(path, started.elapsed(), config.junit_names)?;

@@ -251,6 +251,53 @@ fn a_failing_spec_exits_one_and_its_junit_failure_explains_it() {
         xml.contains("<failure message=") && xml.contains("RPC:      Probe"),
         "{xml}"
     );
+
+    // The findings page: the finding, its rule and severity, the response, and a
+    // command that reruns that one spec.
+    let page = driver.dir.path().join("findings.md");
+    let o = csi_sanity(&[
+        "--csi.endpoint",
+        &proxy.endpoint,
+        "--csi.report",
+        page.to_str().unwrap(),
+        "--ginkgo.focus",
+        "^Identity::",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let md = std::fs::read_to_string(&page).unwrap();
+    assert!(md.contains("## 1. Identity::Probe answers"), "{md}");
+    assert!(
+        md.contains(
+            "- Go csi-sanity name: `Identity Service Probe should return appropriate information`"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("- severity: **MUST (fails the run)**"), "{md}");
+    assert!(md.contains("- breaks: spec Probe:"), "{md}");
+    assert!(md.contains("FailedPrecondition"), "{md}");
+    assert!(
+        md.contains(&format!(
+            "- reproduce: `csi-sanity --csi.endpoint {} --ginkgo.focus '^Identity::Probe answers, and a ready value when given is a boolean$'`",
+            proxy.endpoint
+        )),
+        "{md}"
+    );
+    assert_eq!(md.matches("\n## ").count(), 1, "one finding: {md}");
+    let html = driver.dir.path().join("findings.html");
+    let o = csi_sanity(&[
+        "--csi.endpoint",
+        &proxy.endpoint,
+        "--csi.report",
+        html.to_str().unwrap(),
+        "--ginkgo.focus",
+        "^Identity::",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.starts_with("<!doctype html>") && page.contains("&lt;details&gt;"),
+        "{page}"
+    );
 }
 
 #[test]
