@@ -503,6 +503,110 @@ fn suite(rows: &mut Vec<Row>) {
     }
 }
 
+/// One timed run of a csi-sanity binary (ours or Go's) against `endpoint`.
+fn timed_sanity(program: &str, endpoint: &str, dir: &Path, extra: &[&str]) -> (Duration, String) {
+    // A fresh mount root each run: Go's csi-sanity refuses one that exists.
+    let run = dir.join(uuid::Uuid::new_v4().simple().to_string());
+    std::fs::create_dir_all(&run).unwrap();
+    let started = Instant::now();
+    let output = Command::new(program)
+        .arg(format!("--csi.endpoint={endpoint}"))
+        .arg(format!("--csi.mountdir={}", run.join("mount").display()))
+        .arg(format!(
+            "--csi.stagingdir={}",
+            run.join("staging").display()
+        ))
+        .arg("--csi.testnodevolumeattachlimit")
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("csi-sanity runs");
+    let elapsed = started.elapsed();
+    let raw = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    // Go's summary is coloured: drop the terminal escapes.
+    let mut text = String::with_capacity(raw.len());
+    let mut escape = false;
+    for c in raw.chars() {
+        match (escape, c) {
+            (false, '\u{1b}') => escape = true,
+            (true, 'm') => escape = false,
+            (true, _) => {}
+            (false, c) => text.push(c),
+        }
+    }
+    let summary = text
+        .lines()
+        .rev()
+        .find(|l| (l.contains(" passed, ") && l.contains(" failed, ")) || l.contains(" Passed | "))
+        .unwrap_or("no summary line")
+        .to_string();
+    (elapsed, summary)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Part 5: our csi-sanity (compat and full profiles) and the Go csi-sanity, in turn,
+/// against one csi-driver process. The Go binary is not part of this repository: build
+/// it from kubernetes-csi/csi-test and point GO_CSI_SANITY at it.
+fn versus_go(rows: &mut Vec<Row>) {
+    let Some(go) = std::env::var_os("GO_CSI_SANITY") else {
+        rows.push(row(
+            "suite vs the Go csi-sanity",
+            "skipped",
+            "set GO_CSI_SANITY=/path/to/csi-sanity (built from kubernetes-csi/csi-test) to compare",
+        ));
+        return;
+    };
+    let go = go.to_string_lossy().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, _nodes) = cluster(dir.path(), "0s", 2, 1);
+    let kinds: [(&str, &str, &[&str]); 3] = [
+        ("Go csi-sanity", go.as_str(), &[]),
+        (
+            "ours, --csi.profile compat",
+            SANITY,
+            &["--csi.profile=compat"],
+        ),
+        ("ours, --csi.profile full", SANITY, &[]),
+    ];
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); kinds.len()];
+    let mut summaries = vec![String::new(); kinds.len()];
+    // In turn, so a drift of the machine's speed touches all three alike.
+    for _ in 0..5 {
+        for (i, (_, program, extra)) in kinds.iter().enumerate() {
+            let (t, summary) = timed_sanity(program, &driver.endpoint, dir.path(), extra);
+            times[i].push(t);
+            summaries[i] = summary;
+        }
+    }
+    let go_median = median(times[0].clone());
+    for (i, (what, _, _)) in kinds.iter().enumerate() {
+        let m = median(times[i].clone());
+        let ratio = m.as_secs_f64() / go_median.as_secs_f64();
+        let target = match i {
+            0 => String::new(),
+            1 => format!(
+                "{ratio:.2}x Go; target <= 1x: {}",
+                if ratio <= 1.0 { "met" } else { "NOT met" }
+            ),
+            _ => format!(
+                "{ratio:.2}x Go; target <= 1.5x: {}",
+                if ratio <= 1.5 { "met" } else { "NOT met" }
+            ),
+        };
+        rows.push(row(
+            format!("suite vs Go, same driver: {what}, median of 5"),
+            format!("{:.2}s", m.as_secs_f64()),
+            format!("{target}; {}", summaries[i]),
+        ));
+    }
+    drop(driver);
+}
+
 fn main() {
     // `cargo bench` passes --bench; filters are not used here.
     let started = Instant::now();
@@ -517,6 +621,7 @@ fn main() {
     if std::env::var_os("BENCH_SKIP_SUITE").is_none() {
         suite(&mut rows);
     }
+    versus_go(&mut rows);
     let root = if nix::unistd::geteuid().is_root() {
         "root: node steps mount for real"
     } else {

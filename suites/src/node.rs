@@ -442,6 +442,12 @@ fn publish_specs() -> Vec<Spec> {
                 });
                 if ctx.config().node_unpublish_not_found_ok {
                     c.ok_or_code_in(&[Code::NotFound], "NodeUnpublishVolume: an unknown volume → NOT_FOUND, or OK (--csi.nodeunpublish-notfound=ok)")?;
+                } else if c.is_ok() {
+                    // An open question of the spec (issue #433): many drivers answer OK, and
+                    // kubelet treats both alike. A warning, not a failure.
+                    let request = c.request.clone();
+                    ctx.warn(Failure::about("NodeUnpublishVolume", &request, "NOT_FOUND for an unknown volume (the error table)", "OK",
+                        "spec NodeUnpublishVolume: \"Volume not found\" → 5 NOT_FOUND, an open question (spec issue #433): SHOULD-level"));
                 } else {
                     c.code(Code::NotFound, "NodeUnpublishVolume: an unknown volume → NOT_FOUND (spec error table; --csi.nodeunpublish-notfound=ok accepts OK)")?;
                 }
