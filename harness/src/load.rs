@@ -119,6 +119,12 @@ pub struct LoadArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// The driver's Prometheus metrics (http://host:port/metrics, its --http-address), read
+    /// before and after the run to report the cloud API requests per lifecycle and the
+    /// 429s the driver saw.
+    #[arg(long)]
+    pub cloud_metrics: Option<String>,
 }
 
 /// `500ms`, `30s`, `2m`, `1h`, or plain seconds.
@@ -221,6 +227,20 @@ pub struct PeakRss {
     pub what: String,
 }
 
+/// What the run cost in cloud API requests, from the driver's metrics
+/// (`cloud_requests_total`, before and after).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CloudCost {
+    /// Where the metrics were read.
+    pub metrics_url: String,
+    /// Cloud API requests the driver made during the run, retries included.
+    pub requests: u64,
+    /// `requests` per lifecycle that ran (completed or failed).
+    pub requests_per_lifecycle: f64,
+    /// Of those, answered 429.
+    pub throttled: u64,
+}
+
 /// How many lifecycles ran on one node.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeShare {
@@ -256,6 +276,8 @@ pub struct LoadReport {
     pub nodes: Vec<NodeShare>,
     /// What could not be undone (volume ids, paths), empty when all was cleaned up.
     pub leftovers: Vec<String>,
+    /// The cloud API requests the run cost (with `--cloud-metrics`).
+    pub cloud: Option<CloudCost>,
 }
 
 impl LoadReport {
@@ -358,12 +380,95 @@ impl std::fmt::Display for LoadReport {
             )?,
             None => writeln!(f, "peak RSS: not measured (pass --driver-pid PID)")?,
         }
+        if let Some(cloud) = &self.cloud {
+            writeln!(
+                f,
+                "cloud API: {} requests, {:.1} per lifecycle, {} answered 429 (from {})",
+                cloud.requests, cloud.requests_per_lifecycle, cloud.throttled, cloud.metrics_url
+            )?;
+        }
         if self.leftovers.is_empty() {
             write!(f, "cleanup: everything the run created is gone")
         } else {
             write!(f, "cleanup: LEFT BEHIND: {}", self.leftovers.join(", "))
         }
     }
+}
+
+/// The driver's cloud request counters: (all requests, those answered 429), summed over
+/// every `cloud_requests_total` series of a Prometheus text exposition.
+pub fn cloud_request_totals(metrics: &str) -> (u64, u64) {
+    let (mut all, mut throttled) = (0u64, 0u64);
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("cloud_requests_total") else {
+            continue;
+        };
+        let (labels, value) = match rest.rsplit_once(' ') {
+            Some(parts) => parts,
+            None => continue,
+        };
+        let Ok(value) = value.trim().parse::<f64>() else {
+            continue;
+        };
+        let n = value as u64;
+        all += n;
+        if labels.contains("status=\"429\"") {
+            throttled += n;
+        }
+    }
+    (all, throttled)
+}
+
+/// GET an `http://` URL with a plain HTTP/1.1 exchange; the body of a 200 answer.
+async fn http_get_text(url: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("--cloud-metrics {url:?}: only http:// URLs are read"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/metrics"),
+    };
+    let mut stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(authority),
+    )
+    .await
+    .with_context(|| format!("connecting to {authority}: timed out"))?
+    .with_context(|| format!("connecting to {authority}"))?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .with_context(|| format!("reading {url}: timed out"))??;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("{url} gave no HTTP answer"))?;
+    let status = head.lines().next().unwrap_or_default();
+    if !status.contains(" 200") {
+        anyhow::bail!("{url} answered {status:?}");
+    }
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    if !chunked {
+        return Ok(body.to_string());
+    }
+    let mut text = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .with_context(|| format!("{url}: bad chunk size"))?;
+        if size == 0 || after.len() < size {
+            break;
+        }
+        text.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    Ok(text)
 }
 
 /// Read VmHWM and VmRSS (KiB) of `pid` from /proc.
@@ -1104,6 +1209,14 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
         (None, Some(_)) => None,
         (None, None) => Some(100),
     };
+    let cloud_before = match &args.cloud_metrics {
+        Some(url) => Some(cloud_request_totals(
+            &http_get_text(url).await.with_context(|| {
+                format!("reading the driver's metrics at {url} (--cloud-metrics)")
+            })?,
+        )),
+        None => None,
+    };
     let t0 = Instant::now();
     let random = uuid::Uuid::new_v4().simple().to_string();
     let shared = Arc::new(Shared {
@@ -1166,6 +1279,23 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
         }
     }
     let elapsed = t0.elapsed();
+    let cloud = match (&args.cloud_metrics, cloud_before) {
+        (Some(url), Some((all_before, throttled_before))) => {
+            let (all, throttled) =
+                cloud_request_totals(&http_get_text(url).await.with_context(|| {
+                    format!("reading the driver's metrics at {url} (--cloud-metrics)")
+                })?);
+            let requests = all.saturating_sub(all_before);
+            let ran = shared.ok.load(Ordering::SeqCst) + shared.failed.load(Ordering::SeqCst);
+            Some(CloudCost {
+                metrics_url: url.clone(),
+                requests,
+                requests_per_lifecycle: requests as f64 / ran.max(1) as f64,
+                throttled: throttled.saturating_sub(throttled_before),
+            })
+        }
+        _ => None,
+    };
     sampling.store(false, Ordering::SeqCst);
     if let Some(s) = sampler {
         let _ = s.await;
@@ -1252,6 +1382,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<LoadReport> {
             },
         }),
         leftovers,
+        cloud,
     })
 }
 
@@ -1307,6 +1438,16 @@ pub fn main(args: Vec<String>) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cloud_request_totals_sum_every_series_and_the_429s() {
+        let text = "# HELP cloud_requests Cloud API calls\n\
+            cloud_requests_total{call=\"get_action\",status=\"200\"} 12\n\
+            cloud_requests_total{call=\"create_volume\",status=\"429\"} 3\n\
+            cloud_request_duration_seconds_count{call=\"get_action\"} 12\n\
+            csi_operations_total{method=\"CreateVolume\",code=\"Ok\"} 4\n";
+        assert_eq!(cloud_request_totals(text), (15, 3));
+    }
 
     #[test]
     fn percentiles_use_the_nearest_rank() {

@@ -74,6 +74,9 @@ pub struct Report {
     pub skipped: u64,
     /// SHOULD-level findings across all specs (they do not fail a run unless strict).
     pub warnings: u64,
+    /// The RPCs the run stopped calling because they kept running out their deadline,
+    /// and the endpoint if it went away.
+    pub cut_off: Vec<String>,
     /// Specs left out by filters (`--ginkgo.focus`/`--ginkgo.skip`, libtest filters).
     pub filtered_out: u64,
     /// Every spec that ran or was skipped, in the order they finished.
@@ -132,6 +135,12 @@ impl Report {
             s.push_str("not covered (strict mode; these specs failed):\n");
             for n in &self.not_covered {
                 s.push_str(&format!("    {n}\n"));
+            }
+        }
+        if !self.cut_off.is_empty() {
+            s.push_str("cut off (the specs that needed these failed at once):\n");
+            for c in &self.cut_off {
+                s.push_str(&format!("    {c}\n"));
             }
         }
         if !self.leftovers.is_empty() {

@@ -370,7 +370,7 @@ impl TrialFactory {
         Trial::ignorable_test(name.clone(), move || {
             let started = Instant::now();
             let ctx = run.ctx(&name);
-            let (result, cleanup) = rt.block_on(async {
+            let (result, cleanup) = rt.block_on(csi_suites::breaker::scope(run.breaker(), async {
                 let body = std::panic::AssertUnwindSafe((spec.run)(ctx.clone())).catch_unwind();
                 let result = match tokio::time::timeout(spec_timeout, body).await {
                     Ok(Ok(r)) => r.map_err(SpecError::Failure),
@@ -380,7 +380,7 @@ impl TrialFactory {
                 // Cleanup runs whatever happened above.
                 let cleanup = ctx.cleanup().await;
                 (result, cleanup)
-            });
+            }));
             let cleanup_msg = cleanup
                 .err()
                 .map(|f| format!("\ncleanup failed:\n{f}"))
@@ -677,6 +677,7 @@ pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report>
         failed: count(|s| matches!(s, Status::Failed(_))) + u64::from(!leftovers.is_empty()),
         skipped: count(|s| matches!(s, Status::Skipped(_))),
         warnings: outcomes.iter().map(|o| o.warnings.len() as u64).sum(),
+        cut_off: run.breaker().cut_off(),
         filtered_out: conclusion.num_filtered_out + ginkgo_filtered,
         outcomes,
         leftovers,

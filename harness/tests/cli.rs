@@ -426,3 +426,39 @@ fn node_endpoints_must_be_distinct_nodes_other_than_the_second_node() {
         "--csi.nodeendpoints needs --csi.endpoint",
     );
 }
+
+#[test]
+fn a_hung_rpc_is_cut_off_after_three_deadlines_and_the_run_ends() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let driver = rt.block_on(TestDriver::start());
+    let proxy = rt.block_on(Proxy::start(&driver.endpoint(), Fault::CreateVolumeHangs));
+    let started = Instant::now();
+    let o = csi_sanity(&[
+        "--csi.endpoint",
+        &proxy.endpoint,
+        "--csi.timeout",
+        "1s",
+        "--ginkgo.focus",
+        "^Controller::(CreateVolume|ListVolumes|ControllerPublishVolume)",
+    ]);
+    let elapsed = started.elapsed();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    // Three calls wait out the 1 s deadline; every later CreateVolume fails at once.
+    assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}: {out}");
+    assert!(
+        out.contains("CreateVolume has not answered within 1s in 3 specs; not called again"),
+        "{out}"
+    );
+    assert!(
+        out.contains("cut off (the specs that needed these failed at once):"),
+        "{out}"
+    );
+    // Specs that need no CreateVolume still pass.
+    assert!(
+        out.contains("fails with INVALID_ARGUMENT when no volume id is given ... ok")
+            || out.contains("ok"),
+        "{out}"
+    );
+}

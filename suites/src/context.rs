@@ -215,6 +215,9 @@ pub struct SuiteConfig {
     /// How long the retry specs keep retrying a call (on ABORTED, DEADLINE_EXCEEDED and
     /// the like) before they call it stuck (`--csi.retrybudget`).
     pub retry_budget: Duration,
+    /// Keep calling an RPC that has run out its deadline again and again, instead of
+    /// failing the later specs that need it at once (`--csi.keep-waiting`).
+    pub keep_waiting: bool,
     /// Which profile runs: in [`Profile::Compat`] the core specs check what the Go
     /// csi-sanity checks, no more (`--csi.profile`).
     pub profile: crate::Profile,
@@ -252,6 +255,7 @@ impl Default for SuiteConfig {
             short_deadline: Duration::from_millis(200),
             retry_budget: Duration::from_secs(120),
             profile: crate::Profile::Full,
+            keep_waiting: false,
         }
     }
 }
@@ -294,6 +298,8 @@ pub(crate) struct RunInner {
     nodes: Vec<Arc<NodeSlot>>,
     /// Held while a spec picks its node, so two specs starting at once see each other.
     picking: Mutex<()>,
+    /// Which RPCs stopped answering, and whether the endpoint went ([`crate::breaker`]).
+    pub(crate) breaker: Arc<crate::breaker::Breaker>,
 }
 
 /// One node plugin of the run, its cached NodeGetInfo, and how many specs use it now.
@@ -362,8 +368,10 @@ impl RunState {
                 })
             })
             .collect();
+        let breaker = crate::breaker::Breaker::new(config.rpc_timeout, config.keep_waiting);
         RunState {
             inner: Arc::new(RunInner {
+                breaker,
                 clients,
                 config,
                 caps,
@@ -374,6 +382,12 @@ impl RunState {
                 picking: Mutex::new(()),
             }),
         }
+    }
+
+    /// The run's breaker: put a spec and its cleanup in it with
+    /// [`crate::breaker::scope`], and read what it cut off at the end.
+    pub fn breaker(&self) -> Arc<crate::breaker::Breaker> {
+        self.inner.breaker.clone()
     }
 
     /// A fresh context for the spec `spec_name`, with its own names, paths and tracker.
@@ -585,10 +599,15 @@ macro_rules! call {
     ($client:expr, $method:ident, $rpc:literal, $req:expr) => {{
         let request = $req;
         let mut client = $client;
-        let result = client
-            .$method(request.clone())
-            .await
-            .map(|r| r.into_inner());
+        let started = ::std::time::Instant::now();
+        let result = match $crate::breaker::before($rpc) {
+            Some(refused) => Err(refused),
+            None => client
+                .$method(request.clone())
+                .await
+                .map(|r| r.into_inner()),
+        };
+        $crate::breaker::after($rpc, started, &result);
         $crate::check::Call::new($rpc, &request, result)
     }};
 }

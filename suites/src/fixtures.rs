@@ -81,6 +81,7 @@ impl Ctx {
                 // The compat profile sends setup calls once, as Go does.
                 Err(status)
                     if !self.compat()
+                        && !crate::breaker::was_refused(status)
                         && RETRIED_BY_A_CO.contains(&status.code())
                         && Instant::now() + pause < give_up =>
                 {

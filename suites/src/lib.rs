@@ -56,6 +56,7 @@
 // actual, rule); it is built on the cold path only, so its size doesn't matter.
 #![allow(clippy::result_large_err)]
 
+pub mod breaker;
 pub mod check;
 pub mod context;
 pub mod fixtures;

@@ -249,7 +249,12 @@ impl Ctx {
             call: Call<T>,
             gone: &[Code],
         ) -> Result<(), (Code, Failure)> {
-            let code = call.status_code();
+            // The breaker's refusal (an RPC cut off, the endpoint gone) is final: no
+            // code worth retrying.
+            let code = match &call.result {
+                Err(s) if crate::breaker::was_refused(s) => Code::Unknown,
+                _ => call.status_code(),
+            };
             call.ok_or_code_in(gone, CLEANUP_RULE)
                 .map(|_| ())
                 .map_err(|f| (code, f))

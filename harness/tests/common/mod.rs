@@ -116,6 +116,9 @@ pub enum Fault {
     /// DeleteVolume of a malformed id (not a UUID) answers INVALID_ARGUMENT instead of
     /// OK: the Go csi-sanity's `fake-vol-id` catches it.
     DeleteMalformedVolumeIdInvalid,
+    /// CreateVolume never answers (a hostile driver: the call hangs until the client's
+    /// deadline).
+    CreateVolumeHangs,
     /// Snapshots in CreateSnapshot, ListSnapshots and GetSnapshot answers lack
     /// creation_time (a REQUIRED field; Go's verifySnapshotInfo).
     SnapshotWithoutCreationTime,
@@ -238,6 +241,9 @@ impl Identity for Proxy {
 impl Controller for Proxy {
     async fn create_volume(&self, r: Request<CreateVolumeRequest>) -> Rpc<CreateVolumeResponse> {
         let mut req = r.into_inner();
+        if self.is(Fault::CreateVolumeHangs) {
+            std::future::pending::<()>().await;
+        }
         if self.is(Fault::CreateVolumeIgnoresCapacity) {
             req.capacity_range = None;
         }

@@ -229,9 +229,11 @@ pub(crate) async fn send<R: Rpc>(
         ctx.tracker().track(r);
     }
     let mut request = tonic::Request::new(req.clone());
-    let result = match deadline {
-        None => R::send(ctx, request).await,
-        Some(d) => {
+    let started = std::time::Instant::now();
+    let result = match (crate::breaker::before(R::NAME), deadline) {
+        (Some(refused), _) => Err(refused),
+        (None, None) => R::send(ctx, request).await,
+        (None, Some(d)) => {
             request.set_timeout(d);
             match tokio::time::timeout(d, R::send(ctx, request)).await {
                 Ok(r) => r,
@@ -242,6 +244,7 @@ pub(crate) async fn send<R: Rpc>(
         }
     }
     .map(|r| r.into_inner());
+    crate::breaker::after(R::NAME, started, &result);
     if let Ok(resp) = &result {
         if let Some(r) = req.created(resp) {
             ctx.tracker().track(r);
@@ -343,7 +346,7 @@ where
         let c = attempt(policy.deadline).await;
         let retryable = match &c.result {
             Ok(_) => false,
-            Err(s) => policy.retry_on.contains(&s.code()),
+            Err(s) => policy.retry_on.contains(&s.code()) && !crate::breaker::was_refused(s),
         };
         if !retryable {
             return Ok(c);
