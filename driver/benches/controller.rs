@@ -4,7 +4,14 @@
 //!   16 concurrent clients;
 //! - ControllerPublishVolume latency divided by the cloud's attach latency, at 200 ms and
 //!   1 s, for one volume and for 64 volumes on 64 droplets at once;
-//! - the process's peak RSS (VmHWM).
+//! - the process's peak RSS (VmHWM);
+//! - the action-wait policies side by side (`--poll-policy`): ours (learned), a fixed
+//!   1 s poll as csi-digitalocean does, and the old short-start backoff, each against a
+//!   fake-cloud server over loopback HTTP whose attach and detach take 1 s ± 20%,
+//!   unthrottled, under 250 requests a minute at one lifecycle at a time, and under 250
+//!   a minute at 8 at once over 8 droplets. Requests are counted by fake-cloud itself
+//!   (`/admin/requests`). `cargo bench -p csi-driver --bench controller -- policies` runs
+//!   only this part.
 //!
 //! The in-process cloud persists every change to `<data dir>/state.json` with fsync, under
 //! its one lock; on a disk that costs ~10 ms a change and would be all this measures. So
@@ -286,8 +293,249 @@ async fn run() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The nominal action latency of the policy comparison; actions take 0.8 s to 1.2 s.
+const NOMINAL: Duration = Duration::from_secs(1);
+const POLICY_TOKEN: &str = "bench-token";
+/// Lifecycles per scenario, one at a time and eight at once.
+const SERIAL_LIFECYCLES: usize = 8;
+const PARALLEL_LIFECYCLES: usize = 16;
+/// No lifecycle starts after this long into a scenario (the old policy under a budget
+/// would otherwise run for many minutes); none is cut short.
+const SCENARIO_CAP: Duration = Duration::from_secs(40);
+
+/// One scenario's figures.
+#[derive(Default)]
+struct PolicyFigures {
+    lifecycles: usize,
+    errors: usize,
+    waits: usize,
+    polls: u64,
+    requests: u64,
+    warm_up_requests: u64,
+    /// The learned first look of an attach and a detach at the end, when learned.
+    learned: String,
+    throttled: u64,
+    publish: Vec<Duration>,
+    unpublish: Vec<Duration>,
+}
+
+async fn admin_counts(http: &reqwest::Client, base: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(http
+        .get(format!("{base}/admin/requests"))
+        .bearer_auth(POLICY_TOKEN)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
+}
+
+/// One lifecycle: create, publish, unpublish, delete, the RPCs timed; false on an error.
+async fn timed_lifecycle(
+    client: &mut Client,
+    name: &str,
+    node: u64,
+    figures: &tokio::sync::Mutex<PolicyFigures>,
+) -> bool {
+    let Ok(id) = create(client, name).await else {
+        return false;
+    };
+    let ok = match publish(client, &id, node).await {
+        Ok(took) => {
+            figures.lock().await.publish.push(took);
+            let started = Instant::now();
+            match unpublish(client, &id, node).await {
+                Ok(()) => {
+                    figures.lock().await.unpublish.push(started.elapsed());
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+        Err(_) => false,
+    };
+    delete(client, &id).await.is_ok() && ok
+}
+
+/// Run `lifecycles` lifecycles, `concurrency` at a time (worker `w` on droplet `w + 1`),
+/// against a fresh fake-cloud and driver following `policy`.
+async fn policy_scenario(
+    policy: &str,
+    per_minute: u32,
+    concurrency: usize,
+    lifecycles: usize,
+) -> anyhow::Result<PolicyFigures> {
+    let cloud = fake_cloud::Cloud::new(fake_cloud::CloudConfig {
+        droplets: (1..=8).map(|id| (id, "nyc3".to_string())).collect(),
+        latency: fake_cloud::LatencyConfig {
+            attach: NOMINAL.mul_f64(0.8),
+            detach: NOMINAL.mul_f64(0.8),
+            resize: NOMINAL,
+            jitter: NOMINAL.mul_f64(0.4),
+        },
+        faults: fake_cloud::Faults {
+            rate_limit_per_minute: per_minute,
+            rate_limit_per_hour: if per_minute > 0 { 5_000 } else { 0 },
+            ..fake_cloud::Faults::none()
+        },
+        ..fake_cloud::CloudConfig::default()
+    });
+    let server = fake_cloud::server::spawn(cloud, POLICY_TOKEN.to_string()).await?;
+    let base = server.base_url();
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, POLICY_TOKEN)?;
+    let args = [
+        "csi-driver".to_string(),
+        "--mode=controller".into(),
+        "--log-level=error".into(),
+        "--cloud=http".into(),
+        format!("--cloud-url={base}"),
+        format!("--token-file={}", token_file.display()),
+        format!("--poll-policy={policy}"),
+        format!(
+            "--endpoint=unix://{}",
+            dir.path().join("csi.sock").display()
+        ),
+    ];
+    let driver = csi_driver::start(csi_driver::Config::try_parse_from(&args)?).await?;
+    let endpoint = driver.endpoint.clone();
+    let http = reqwest::Client::new();
+
+    // One lifecycle first, unmeasured, as a driver that has been up a while has run: what
+    // it costs (learning included) is shown apart; its requests stay in the budget.
+    let warm_up = tokio::sync::Mutex::new(PolicyFigures::default());
+    let tag = format!("{policy}-{per_minute}-{concurrency}");
+    timed_lifecycle(
+        &mut connect(&endpoint).await?,
+        &format!("warm-{tag}"),
+        1,
+        &warm_up,
+    )
+    .await;
+    let before = admin_counts(&http, &base).await?;
+    let count = |v: &serde_json::Value, key: &str| v[key].as_u64().unwrap_or(0);
+    let polls_of = |v: &serde_json::Value| {
+        v["by_route"]["GET /v2/volumes/{id}/actions/{id}"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+
+    let figures = std::sync::Arc::new(tokio::sync::Mutex::new(PolicyFigures::default()));
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let mut client = connect(&endpoint).await?;
+        let (figures, next, tag) = (figures.clone(), next.clone(), tag.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if n >= lifecycles || started.elapsed() > SCENARIO_CAP {
+                    break;
+                }
+                let ok =
+                    timed_lifecycle(&mut client, &format!("w-{tag}-{n}"), w as u64 + 1, &figures)
+                        .await;
+                let mut f = figures.lock().await;
+                f.lifecycles += 1;
+                f.errors += usize::from(!ok);
+            }
+        }));
+    }
+    for worker in workers {
+        worker.await?;
+    }
+    let after = admin_counts(&http, &base).await?;
+    let learned = driver.driver.cloud.as_ref().map(|c| {
+        let look = |k| {
+            c.waits()
+                .expected(&k)
+                .map_or("-".to_string(), |d| format!("{:.2}", d.as_secs_f64()))
+        };
+        format!(
+            "{} / {}",
+            look(csi_driver::cloud::ActionKind::Attach),
+            look(csi_driver::cloud::ActionKind::Detach)
+        )
+    });
+    driver.stop().await?;
+    let mut f = std::mem::take(&mut *figures.lock().await);
+    f.warm_up_requests = count(&before, "total");
+    f.learned = learned.unwrap_or_default();
+    f.requests = count(&after, "total") - count(&before, "total");
+    f.throttled = count(&after, "throttled");
+    f.polls = polls_of(&after) - polls_of(&before);
+    f.waits = f.publish.len() + f.unpublish.len();
+    Ok(f)
+}
+
+fn multiple(sorted: &[Duration], p: f64) -> String {
+    if sorted.is_empty() {
+        return "-".to_string();
+    }
+    format!(
+        "{:.2}x",
+        percentile(sorted, p).as_secs_f64() / NOMINAL.as_secs_f64()
+    )
+}
+
+/// The three policies side by side in the three scenarios.
+async fn policies() -> anyhow::Result<()> {
+    println!(
+        "\naction-wait policies: fake-cloud over loopback HTTP, attach and detach 1 s ± 20%; \
+         requests counted by fake-cloud; latency as a multiple of 1 s. Each fresh driver \
+         first runs one lifecycle apart (its requests, learning included, are in their own \
+         column and count against the budget); the last column is what the driver learned \
+         (only `learned` uses it).\n"
+    );
+    println!(
+        "| policy | scenario | lifecycles | errors | requests per action wait | requests per \
+         lifecycle | publish p50 | publish p99 | unpublish p50 | unpublish p99 | first \
+         lifecycle's requests | 429s | first look, attach / detach (s) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let scenarios = [
+        ("unthrottled, 1 at a time", 0, 1, SERIAL_LIFECYCLES),
+        ("250/min, 1 at a time", 250, 1, SERIAL_LIFECYCLES),
+        (
+            "250/min, 8 at once on 8 droplets",
+            250,
+            8,
+            PARALLEL_LIFECYCLES,
+        ),
+    ];
+    for (policy, label) in [
+        ("learned", "ours (learned)"),
+        ("every-second", "fixed 1 s (csi-digitalocean)"),
+        ("backoff", "old short-start backoff"),
+    ] {
+        for (scenario, per_minute, concurrency, lifecycles) in scenarios {
+            let mut f = policy_scenario(policy, per_minute, concurrency, lifecycles).await?;
+            f.publish.sort();
+            f.unpublish.sort();
+            println!(
+                "| {label} | {scenario} | {} | {} | {:.2} | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
+                f.lifecycles,
+                f.errors,
+                f.polls as f64 / f.waits.max(1) as f64,
+                f.requests as f64 / f.lifecycles.max(1) as f64,
+                multiple(&f.publish, 0.50),
+                multiple(&f.publish, 0.99),
+                multiple(&f.unpublish, 0.50),
+                multiple(&f.unpublish, 0.99),
+                f.warm_up_requests,
+                f.throttled,
+                f.learned,
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() {
-    // `cargo bench` passes `--bench`; there are no options to read.
+    // `cargo bench` passes `--bench`; `policies` runs only the policy comparison.
+    let only_policies = std::env::args().any(|a| a == "policies");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -299,7 +547,13 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(run()) {
+    let result = runtime.block_on(async {
+        if !only_policies {
+            run().await?;
+        }
+        policies().await
+    });
+    if let Err(e) = result {
         eprintln!("benchmark failed: {e:#}");
         std::process::exit(1);
     }

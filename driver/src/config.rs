@@ -31,6 +31,19 @@ pub enum CloudKind {
     Http,
 }
 
+/// How the controller polls a cloud action it waits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PollMode {
+    /// Learn each kind's duration, look first at about its expected completion, then
+    /// back off briefly (the default for `--cloud http`).
+    Learned,
+    /// Every second, as csi-digitalocean does.
+    EverySecond,
+    /// Often at first, less as the wait grows (the default for `--cloud memory`, whose
+    /// polls cost nothing).
+    Backoff,
+}
+
 /// How the node finds the block device of an attached volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DeviceSource {
@@ -127,6 +140,11 @@ pub struct Config {
     /// Timeout for one HTTP request to the cloud.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub cloud_timeout: Duration,
+
+    /// How to poll a cloud action being waited on [default: learned for http, backoff for
+    /// memory].
+    #[arg(long, value_enum)]
+    pub poll_policy: Option<PollMode>,
 
     /// Data directory of the fake cloud: for `--cloud memory` it holds the volume images;
     /// for the node with `--device-source loop` it is where images are found.

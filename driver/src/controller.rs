@@ -8,6 +8,7 @@
 //! on it instead of starting another. A second operation on a volume (or volume or
 //! snapshot name) while one is in flight gets ABORTED at once.
 
+mod attachments;
 mod paging;
 pub mod params;
 
@@ -582,6 +583,16 @@ impl Controller for ControllerService {
         let _guard = self.lock("volume", &req.volume_id)?;
         let cloud = self.cloud()?;
         let node = droplet_id(&req.node_id).ok_or_else(|| node_not_found(&req.node_id))?;
+        if !req.readonly {
+            if let Some(volume) = self
+                .attach_known(cloud, &req.volume_id, node, deadline)
+                .await?
+            {
+                return Ok(Response::new(ControllerPublishVolumeResponse {
+                    publish_context: publish_context(&volume),
+                }));
+            }
+        }
 
         for _ in 0..RECONCILE_ROUNDS {
             let volume = existing_volume(cloud, &req.volume_id, deadline).await?;
@@ -629,6 +640,9 @@ impl Controller for ControllerService {
                 wait_for_action(cloud, action, deadline).await?;
                 continue;
             }
+            let _turn = self
+                .droplet_turn(cloud, node, ActionKind::Attach, deadline)
+                .await?;
             match cloud.attach(&volume, node, deadline).await {
                 Ok(action) => {
                     wait_for_action(cloud, action, deadline).await?;
@@ -680,6 +694,15 @@ impl Controller for ControllerService {
             }
         };
 
+        if let Some(node) = node {
+            if self
+                .detach_known(cloud, &req.volume_id, node, deadline)
+                .await?
+            {
+                return done();
+            }
+        }
+
         for _ in 0..RECONCILE_ROUNDS {
             let volume = match cloud.get_volume(&req.volume_id, deadline).await {
                 Ok(v) => v,
@@ -707,6 +730,9 @@ impl Controller for ControllerService {
                 // spec: unpublishing a volume that is not attached MUST succeed.
                 return done();
             };
+            let _turn = self
+                .droplet_turn(cloud, droplet, ActionKind::Detach, deadline)
+                .await?;
             match cloud.detach(&volume, droplet, deadline).await {
                 Ok(action) => {
                     wait_for_action(cloud, action, deadline).await?;

@@ -24,7 +24,8 @@ both_backends!(
     unpublish_detaches_and_repeats_idempotently,
     unpublish_waits_for_an_attach_in_flight_then_undoes_it,
     a_second_operation_on_a_volume_in_flight_is_aborted_and_the_first_completes,
-    a_node_busy_with_another_attach_answers_aborted,
+    a_node_busy_with_another_attach_queues_the_next_publish_within_its_deadline,
+    eight_concurrent_publishes_to_one_node_all_succeed_without_aborted,
     an_errored_attach_fails_with_its_reason_and_marks_the_volume_abnormal,
 );
 
@@ -325,10 +326,13 @@ async fn a_second_operation_on_a_volume_in_flight_is_aborted_and_the_first_compl
     assert_eq!(env.actions(&id, ActionKind::Attach).len(), 1);
 }
 
-async fn a_node_busy_with_another_attach_answers_aborted(backend: Backend) {
+async fn a_node_busy_with_another_attach_queues_the_next_publish_within_its_deadline(
+    backend: Backend,
+) {
     let env = TestEnv::start(backend).await;
     let slow = env.create("first-on-node").await;
     let other = env.create("second-on-node").await;
+    let late = env.create("third-on-node").await;
     env.set_latency(Duration::from_millis(800), Duration::ZERO, Duration::ZERO);
     let mut first_client = env.controller();
     let slow_id = slow.clone();
@@ -338,15 +342,30 @@ async fn a_node_busy_with_another_attach_answers_aborted(backend: Backend) {
             .await
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    // The cloud runs one event per droplet at a time: "pending event" → ABORTED, so the
-    // CO retries.
+    // The cloud runs one event per droplet at a time; the driver queues the second
+    // publish behind the first instead of answering ABORTED.
+    env.publish(&other, NODE).await;
+    first.await.unwrap().expect("first publish");
+    assert_eq!(env.cloud.get_volume(&other).unwrap().droplet_ids, [1]);
+    // A deadline too short for the wait: ABORTED, so the CO retries later.
+    let mut first_client = env.controller();
+    let slow_id = slow.clone();
+    let busy = tokio::spawn(async move {
+        first_client
+            .controller_unpublish_volume(unpublish_request(&slow_id, NODE))
+            .await
+    });
+    env.set_latency(Duration::ZERO, Duration::from_millis(800), Duration::ZERO);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let result = env
         .controller()
-        .controller_publish_volume(publish_request(&other, NODE))
+        .controller_publish_volume(with_timeout(
+            publish_request(&late, NODE),
+            Duration::from_millis(300),
+        ))
         .await;
-    assert_status(result, Code::Aborted, "pending event");
-    first.await.unwrap().expect("first publish");
-    env.publish(&other, NODE).await;
+    assert_status(result, Code::Aborted, "busy");
+    busy.await.unwrap().expect("the unpublish is not disturbed");
 }
 
 async fn an_errored_attach_fails_with_its_reason_and_marks_the_volume_abnormal(backend: Backend) {
@@ -395,4 +414,46 @@ async fn an_errored_attach_fails_with_its_reason_and_marks_the_volume_abnormal(b
         !condition.abnormal,
         "healthy again after a good attach: {condition:?}"
     );
+}
+
+async fn eight_concurrent_publishes_to_one_node_all_succeed_without_aborted(backend: Backend) {
+    let env = TestEnv::start_with(
+        backend,
+        Options {
+            volume_limit: 15,
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(env.create(&format!("crowd-{i}")).await);
+    }
+    env.set_latency(
+        Duration::from_millis(150),
+        Duration::from_millis(150),
+        Duration::ZERO,
+    );
+    let publishes = ids.iter().map(|id| {
+        let mut client = env.controller();
+        let request = publish_request(id, NODE);
+        async move { client.controller_publish_volume(request).await }
+    });
+    for (id, result) in ids.iter().zip(futures::future::join_all(publishes).await) {
+        result.unwrap_or_else(|s| panic!("publish of {id}: {s:?}"));
+    }
+    for id in &ids {
+        assert_eq!(env.cloud.get_volume(id).unwrap().droplet_ids, [1]);
+    }
+    let unpublishes = ids.iter().map(|id| {
+        let mut client = env.controller();
+        let request = unpublish_request(id, NODE);
+        async move { client.controller_unpublish_volume(request).await }
+    });
+    for (id, result) in ids.iter().zip(futures::future::join_all(unpublishes).await) {
+        result.unwrap_or_else(|s| panic!("unpublish of {id}: {s:?}"));
+    }
+    for id in &ids {
+        assert!(env.cloud.get_volume(id).unwrap().droplet_ids.is_empty());
+    }
 }

@@ -75,6 +75,10 @@ struct Args {
     #[arg(long, default_value_t = fake_cloud::DEFAULT_RATE_LIMIT_PER_MINUTE)]
     rate_limit_per_minute: u32,
 
+    /// Requests allowed per hour before 429s; 0 means unlimited.
+    #[arg(long, default_value_t = fake_cloud::DEFAULT_RATE_LIMIT_PER_HOUR)]
+    rate_limit_per_hour: u32,
+
     /// Seed of every fault RNG: the same seed and request sequence give the same faults.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -196,6 +200,7 @@ impl Args {
                 lost_response_rate: self.lost_response_rate,
                 action_error_rate: self.action_error_rate,
                 rate_limit_per_minute: self.rate_limit_per_minute,
+                rate_limit_per_hour: self.rate_limit_per_hour,
             },
             data_dir: self.data_dir.clone(),
         }
@@ -314,6 +319,7 @@ mod tests {
             vec![(1, "nyc3".into()), (2, "nyc3".into()), (3, "nyc3".into())]
         );
         assert_eq!(config.faults.rate_limit_per_minute, 250);
+        assert_eq!(config.faults.rate_limit_per_hour, 5_000);
         assert_eq!(args.token(), Ok("fake-token".to_string()));
         let args = Args::parse_from(["fake-cloud", "--droplet", "9:sfo3", "--rate-429", "0.5"]);
         assert_eq!(args.config().droplets, vec![(9, "sfo3".into())]);

@@ -748,6 +748,96 @@ async fn the_per_minute_budget_counts_requests_and_429s_past_it() {
     assert_eq!(r.headers["ratelimit-remaining"], "2");
 }
 
+#[tokio::test]
+async fn the_hourly_budget_answers_429_with_its_headers_and_no_retry_after() {
+    let api = Api::start(CloudConfig {
+        faults: Faults {
+            rate_limit_per_minute: 250,
+            rate_limit_per_hour: 5_000,
+            ..Faults::none()
+        },
+        ..config()
+    })
+    .await;
+    // While the minute has more left, the headers speak of the minute.
+    let r = api.get("/v2/account").await;
+    assert_eq!(r.headers["ratelimit-limit"], "250");
+    assert_eq!(r.headers["ratelimit-remaining"], "249");
+    // The hour nearly spent: now the headers speak of the hour.
+    let used = api
+        .put("/admin/ratelimit", json!({"hour_used": 4_998}))
+        .await;
+    assert_eq!(used.status, StatusCode::OK, "{}", used.text);
+    assert_eq!(used.body["hour_used"], 4_998);
+    let r = api.get("/v2/account").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["ratelimit-limit"], "5000");
+    assert_eq!(r.headers["ratelimit-remaining"], "1");
+    let reset: i64 = r.headers["ratelimit-reset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let until_reset = reset - api.cloud.now().timestamp();
+    assert!((3_000..=3_600).contains(&until_reset), "{until_reset}");
+    assert_eq!(
+        api.get("/v2/account").await.headers["ratelimit-remaining"],
+        "0"
+    );
+    let r = api.get("/v2/account").await;
+    assert_error(&r, 429, "too_many_requests", "API rate limit exceeded.");
+    assert_eq!(r.headers["ratelimit-limit"], "5000");
+    assert_eq!(r.headers["ratelimit-remaining"], "0");
+    assert!(r.headers.get("retry-after").is_none());
+    // A new minute does not help; a new hour does.
+    api.clock.advance(Duration::from_secs(120));
+    assert_eq!(api.get("/v2/account").await.status.as_u16(), 429);
+    api.clock.advance(Duration::from_secs(3_600));
+    let r = api.get("/v2/account").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["ratelimit-limit"], "250");
+    // The hour's end can be brought near.
+    let set = json!({"hour_used": 5_000, "hour_resets_in": 30});
+    assert_eq!(
+        api.put("/admin/ratelimit", set).await.body["hour_resets_in"],
+        30
+    );
+    assert_eq!(api.get("/v2/account").await.status.as_u16(), 429);
+    api.clock.advance(Duration::from_secs(31));
+    assert_eq!(api.get("/v2/account").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn admin_requests_counts_what_was_served_by_route() {
+    let api = Api::start(CloudConfig {
+        faults: Faults {
+            rate_limit_per_minute: 3,
+            ..Faults::none()
+        },
+        ..config()
+    })
+    .await;
+    let v = api.create_volume("counted", 1).await;
+    let id = v["id"].as_str().unwrap();
+    api.get(&format!("/v2/volumes/{id}")).await;
+    api.get(&format!("/v2/volumes/{id}")).await;
+    // Past the budget: counted, and counted as throttled.
+    assert_eq!(api.get("/v2/account").await.status.as_u16(), 429);
+    let counts = api.get("/admin/requests").await;
+    assert_eq!(counts.status, StatusCode::OK);
+    let counts: fake_cloud::server::RequestCounts = serde_json::from_value(counts.body).unwrap();
+    assert_eq!(counts.total, 4);
+    assert_eq!(counts.throttled, 1);
+    assert_eq!(counts.by_route["POST /v2/volumes"], 1);
+    assert_eq!(counts.by_route["GET /v2/volumes/{id}"], 2);
+    assert_eq!(counts.by_route["GET /v2/account"], 1);
+    assert_eq!(
+        api.delete("/admin/requests").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(api.get("/admin/requests").await.body["total"], 0);
+}
+
 /// The statuses of `n` GETs under the server's current faults.
 async fn statuses(api: &Api, n: usize) -> Vec<u16> {
     let mut out = Vec::new();

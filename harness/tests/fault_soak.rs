@@ -7,6 +7,13 @@
 //! spec passes on its first run or a retry, and afterwards fake-cloud holds no volume,
 //! snapshot or attachment from the run (read over its HTTP API, faults switched off).
 //!
+//! A second case runs the same with DigitalOcean's hourly budget (5,000 requests) nearly
+//! spent when the suite starts, and the hour's end a little way off: the driver must
+//! spread what is left until the reset (polls yielding to other calls) rather than run
+//! the hour out, and the suite must still pass. Its random 429s are off, so every 429
+//! it sees is the budget's, and so are its errored actions: that case is about the
+//! budget, and the first one already soaks errored actions.
+//!
 //! `fault_soak_for_minutes` (ignored in CI) repeats the suite for `SOAK_MINUTES`
 //! (default 10): `SOAK_MINUTES=30 cargo test -p csi-sanity --test fault_soak -- --ignored`.
 
@@ -37,11 +44,67 @@ fn faults(seed: u64) -> Faults {
         action_error_rate: 0.05,
         // The budget is DigitalOcean's business; the soak is about the random faults.
         rate_limit_per_minute: 0,
+        rate_limit_per_hour: 0,
     }
 }
 
+/// DigitalOcean's hourly budget.
+const HOURLY_LIMIT: u32 = 5_000;
+/// What the nearly-spent case leaves of the hour (the suite takes about 1,600 requests),
+/// and how far off the hour's end is.
+const HOUR_LEFT: u32 = 60;
+const HOUR_RESETS_IN: u64 = 20;
+
 impl World {
     fn start(seed: u64) -> World {
+        World::start_with(faults(seed))
+    }
+
+    /// The world with only `left` requests left of the hour's budget, the hour ending in
+    /// `resets_in` seconds, and no random 429s or errored actions.
+    fn with_hour_nearly_spent(seed: u64, left: u32, resets_in: u64) -> World {
+        let world = World::start_with(Faults {
+            rate_limit_per_hour: HOURLY_LIMIT,
+            rate_429: 0.0,
+            action_error_rate: 0.0,
+            ..faults(seed)
+        });
+        let used: serde_json::Value = world.admin_put(
+            "/admin/ratelimit",
+            serde_json::json!({ "hour_used": HOURLY_LIMIT - left, "hour_resets_in": resets_in }),
+        );
+        assert_eq!(used["hour_used"], HOURLY_LIMIT - left);
+        world
+    }
+
+    fn admin_put(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        self.rt.block_on(async {
+            let r = reqwest::Client::new()
+                .put(format!("{}{path}", self.base_url))
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+            assert!(r.status().is_success(), "PUT {path}: {}", r.status());
+            r.json().await.unwrap()
+        })
+    }
+
+    fn admin_get(&self, path: &str) -> serde_json::Value {
+        self.rt.block_on(async {
+            let r = reqwest::Client::new()
+                .get(format!("{}{path}", self.base_url))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+            assert!(r.status().is_success(), "GET {path}: {}", r.status());
+            r.json().await.unwrap()
+        })
+    }
+
+    fn start_with(faults: Faults) -> World {
         let dir = tempfile::Builder::new()
             .prefix("csi-soak-")
             .tempdir()
@@ -62,7 +125,7 @@ impl World {
             // Actions complete at the next read: the soak is about faults, and a slow
             // attach would turn parallel specs into "pending event" collisions instead.
             latency: LatencyConfig::default(),
-            faults: faults(seed),
+            faults,
             data_dir: Some(cloud_dir.clone()),
             ..CloudConfig::default()
         })
@@ -312,6 +375,29 @@ fn the_suite_passes_against_a_faulty_cloud_and_leaves_nothing_behind() {
     let world = World::start(7);
     check_round(&world);
     println!("soak: done in {:.1}s", started.elapsed().as_secs_f64());
+}
+
+#[test]
+fn the_suite_passes_with_the_hourly_budget_nearly_spent() {
+    note_root();
+    let started = Instant::now();
+    let world = World::with_hour_nearly_spent(11, HOUR_LEFT, HOUR_RESETS_IN);
+    check_round(&world);
+    let requests = world.admin_get("/admin/requests");
+    println!(
+        "soak: {} requests, {} answered 429, in {:.1}s",
+        requests["total"],
+        requests["throttled"],
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        requests["total"].as_u64().unwrap_or(0) > u64::from(HOUR_LEFT),
+        "the suite did not outlast the nearly spent hour: {requests}"
+    );
+    assert_eq!(
+        requests["throttled"], 0,
+        "the driver ran the hour's budget out instead of spreading it: {requests}"
+    );
 }
 
 #[test]

@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use super::wait::Waits;
 use super::{
     Account, Action, ActionKind, ActionStatus, CloudApi, CloudError, Deadline, Droplet, NewVolume,
-    Snapshot, Volume,
+    PollPolicy, Snapshot, Volume,
 };
 use crate::config::Config;
 
@@ -162,13 +163,20 @@ fn droplets_from_flags(
 pub struct MemoryCloud {
     cloud: fake_cloud::Cloud,
     slots: tokio::sync::Semaphore,
+    waits: Waits,
 }
 
 impl MemoryCloud {
+    /// Polls cost nothing here, so actions are polled often by default.
     pub fn new(cloud: fake_cloud::Cloud) -> MemoryCloud {
         MemoryCloud {
             cloud,
             slots: tokio::sync::Semaphore::new(CONCURRENT_CALLS),
+            waits: Waits::new(PollPolicy::Backoff {
+                min: std::time::Duration::from_millis(4),
+                max: std::time::Duration::from_secs(1),
+                share: 0.08,
+            }),
         }
     }
 
@@ -488,6 +496,10 @@ impl CloudApi for MemoryCloud {
     async fn delete_snapshot(&self, id: &str, _deadline: Deadline) -> Result<(), CloudError> {
         self.call_on("delete_snapshot", id, |c, id| c.delete_snapshot(id))
             .await
+    }
+
+    fn waits(&self) -> &Waits {
+        &self.waits
     }
 }
 

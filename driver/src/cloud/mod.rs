@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{CloudKind, Config};
+use crate::config::{CloudKind, Config, PollMode};
 pub use deadline::Deadline;
+pub use wait::PollPolicy;
 
 /// Bytes in a GiB, the cloud's size unit.
 pub const GIB: i64 = 1 << 30;
@@ -164,7 +165,7 @@ pub struct Snapshot {
 }
 
 /// What an action does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ActionKind {
     Attach,
     Detach,
@@ -258,29 +259,6 @@ pub struct NewVolume {
     /// Restore from this snapshot.
     pub snapshot_id: Option<String>,
     pub tags: Vec<String>,
-}
-
-/// How [`wait::wait_for_action`] polls a backend: the interval is a share of the time
-/// already waited, between `min` and `max`, so a short action is seen done soon after it
-/// completes and a long one is not polled more than about once a `max`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PollPolicy {
-    /// First and smallest interval.
-    pub min: Duration,
-    /// Largest interval.
-    pub max: Duration,
-    /// Interval as a share of the time waited so far.
-    pub share: f64,
-}
-
-impl Default for PollPolicy {
-    fn default() -> Self {
-        PollPolicy {
-            min: Duration::from_millis(4),
-            max: Duration::from_secs(1),
-            share: 0.08,
-        }
-    }
 }
 
 /// What the controller needs from a block-storage cloud. Every call is bounded by the
@@ -396,9 +374,15 @@ pub trait CloudApi: Send + Sync {
     /// Delete a snapshot.
     async fn delete_snapshot(&self, id: &str, deadline: Deadline) -> Result<(), CloudError>;
 
-    /// How to poll this backend's actions.
-    fn poll_policy(&self) -> PollPolicy {
-        PollPolicy::default()
+    /// How [`wait::wait_for_action`] polls this backend's actions, and what it has
+    /// learned of their durations.
+    fn waits(&self) -> &wait::Waits;
+
+    /// What is known of a volume without asking the cloud: its id, name and region
+    /// (which never change) from an earlier answer. Its other fields may be stale; None
+    /// when the backend keeps no such record.
+    fn known_volume(&self, _id: &str) -> Option<Volume> {
+        None
     }
 }
 
@@ -412,19 +396,28 @@ pub struct OpenedCloud {
 
 /// Open the backend chosen by `--cloud`.
 pub fn open(config: &Config, node_id: Option<&str>) -> anyhow::Result<OpenedCloud> {
-    match config.cloud {
+    let chosen = config.poll_policy.map(|mode| match mode {
+        PollMode::Learned => PollPolicy::Learned,
+        PollMode::EverySecond => PollPolicy::EVERY_SECOND,
+        PollMode::Backoff => PollPolicy::SHORT_START_BACKOFF,
+    });
+    let opened = match config.cloud {
         CloudKind::Memory => {
             let in_process = memory::InProcess::open(config, node_id)?;
-            Ok(OpenedCloud {
+            OpenedCloud {
                 api: Arc::new(memory::MemoryCloud::new(in_process.cloud.clone())),
                 in_process: Some(in_process),
-            })
+            }
         }
-        CloudKind::Http => Ok(OpenedCloud {
+        CloudKind::Http => OpenedCloud {
             api: Arc::new(http::HttpCloud::from_config(config)?),
             in_process: None,
-        }),
+        },
+    };
+    if let Some(policy) = chosen {
+        opened.api.waits().set_policy(policy);
     }
+    Ok(opened)
 }
 
 #[cfg(test)]

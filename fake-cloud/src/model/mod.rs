@@ -23,6 +23,8 @@ pub const DEFAULT_VOLUME_LIMIT: u32 = 7;
 pub const DEFAULT_CAPACITY_QUOTA_GIB: u64 = 100_000;
 /// Default API budget per minute (DigitalOcean's burst limit).
 pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 250;
+/// Default API budget per hour (DigitalOcean's limit per token).
+pub const DEFAULT_RATE_LIMIT_PER_HOUR: u32 = 5_000;
 
 /// How long each kind of action takes: a fixed latency plus a uniformly
 /// random jitter in `[0, jitter]`. All zero by default, so an action completes
@@ -70,6 +72,9 @@ pub struct Faults {
     pub action_error_rate: f64,
     /// HTTP requests allowed per minute; past it, 429. 0 means unlimited.
     pub rate_limit_per_minute: u32,
+    /// HTTP requests allowed per hour; past it, 429. 0 means unlimited.
+    #[serde(default)]
+    pub rate_limit_per_hour: u32,
 }
 
 impl Default for Faults {
@@ -81,6 +86,7 @@ impl Default for Faults {
             lost_response_rate: 0.0,
             action_error_rate: 0.0,
             rate_limit_per_minute: DEFAULT_RATE_LIMIT_PER_MINUTE,
+            rate_limit_per_hour: DEFAULT_RATE_LIMIT_PER_HOUR,
         }
     }
 }
@@ -90,6 +96,7 @@ impl Faults {
     pub fn none() -> Faults {
         Faults {
             rate_limit_per_minute: 0,
+            rate_limit_per_hour: 0,
             ..Faults::default()
         }
     }

@@ -11,6 +11,11 @@
 //! - `GET /admin/droplet-id?node=NAME[&region=nyc3]` → the droplet id, as plain text, that
 //!   the node NAME is (claimed on first sight and stable after): a cluster's node plugin
 //!   asks this where a real droplet would ask the metadata service.
+//! - `GET /admin/requests` → `{"total","throttled","by_route":{"GET /v2/volumes/{id}":N}}`,
+//!   the `/v2` requests served since start; `DELETE` starts the count again.
+//! - `GET /admin/ratelimit` → `{"minute_used","hour_used","hour_resets_in"}`; `PUT` with
+//!   any of them sets it, e.g. to run with the hour's budget nearly spent and its reset
+//!   near.
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -19,6 +24,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::extract::JsonBody;
+use super::gate::BudgetUse;
 use super::wire::{AddDropletBody, DropletWire, FaultsPatch, LatencyWire};
 use super::{ApiError, AppState};
 
@@ -89,4 +95,25 @@ pub async fn droplet_id(State(s): State<AppState>, Query(q): Query<DropletIdQuer
     let region = q.region.unwrap_or_else(|| "nyc3".to_string());
     let droplet = s.call(move |c| c.claim_droplet(&q.node, &region)).await?;
     Ok(droplet.id.to_string().into_response())
+}
+
+pub async fn get_requests(State(s): State<AppState>) -> Answer {
+    Ok(Json(s.inner.gate.counts()).into_response())
+}
+
+pub async fn reset_requests(State(s): State<AppState>) -> Answer {
+    s.inner.gate.reset_counts();
+    Ok(super::no_content())
+}
+
+pub async fn get_ratelimit(State(s): State<AppState>) -> Answer {
+    Ok(Json(s.inner.gate.budget_use(s.cloud.now())).into_response())
+}
+
+pub async fn put_ratelimit(
+    State(s): State<AppState>,
+    JsonBody(set): JsonBody<BudgetUse>,
+) -> Answer {
+    s.inner.gate.set_budget_use(s.cloud.now(), set);
+    Ok(Json(s.inner.gate.budget_use(s.cloud.now())).into_response())
 }

@@ -1,7 +1,8 @@
 //! The HTTP server: the model behind the DigitalOcean v2 paths, bodies, status
-//! codes, error shape, pagination, bearer-token check, rate-limit headers and
-//! injected faults, plus `/admin` routes to change faults and latency and to
-//! register droplets at run time.
+//! codes, error shape, pagination, bearer-token check, rate limits (per minute and
+//! per hour) with their headers and injected faults, plus `/admin` routes to change
+//! faults and latency, register droplets, count the requests served by route and
+//! spend a budget ahead of time.
 //!
 //! Every `/v2` and `/admin` request needs `Authorization: Bearer <token>`.
 //! Only `/v2` requests count against the rate limit and suffer injected faults.
@@ -26,6 +27,7 @@ use serde_json::json;
 
 use crate::error::CloudError;
 use crate::model::Cloud;
+pub use gate::{BudgetUse, RequestCounts};
 use gate::{Gate, RateHeaders, Verdict};
 
 /// What every handler shares.
@@ -147,6 +149,14 @@ pub fn router(cloud: Cloud, token: String) -> Router {
             get(admin::list_droplets).post(admin::add_droplet),
         )
         .route("/admin/droplet-id", get(admin::droplet_id))
+        .route(
+            "/admin/requests",
+            get(admin::get_requests).delete(admin::reset_requests),
+        )
+        .route(
+            "/admin/ratelimit",
+            get(admin::get_ratelimit).put(admin::put_ratelimit),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -200,7 +210,9 @@ async fn api_middleware(State(state): State<AppState>, request: Request, next: N
     let mut response = match verdict {
         Verdict::Throttle { retry_after } => {
             let mut r = error_response(&CloudError::too_many_requests(), &request_id);
-            set_header(r.headers_mut(), "retry-after", retry_after.to_string());
+            if let Some(seconds) = retry_after {
+                set_header(r.headers_mut(), "retry-after", seconds.to_string());
+            }
             r
         }
         Verdict::Fail => error_response(&injected_server_error(), &request_id),
@@ -223,6 +235,11 @@ async fn api_middleware(State(state): State<AppState>, request: Request, next: N
     };
     if let Some(rate) = rate {
         set_rate_headers(response.headers_mut(), rate);
+        let throttled = response.status() == StatusCode::TOO_MANY_REQUESTS;
+        state
+            .inner
+            .gate
+            .count(gate::route_of(method.as_str(), &path), throttled);
     }
     tracing::debug!(%method, %path, %request_id, status = response.status().as_u16(), "request");
     response

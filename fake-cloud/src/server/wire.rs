@@ -321,6 +321,7 @@ pub struct FaultsPatch {
     pub lost_response_rate: Option<f64>,
     pub action_error_rate: Option<f64>,
     pub rate_limit_per_minute: Option<u32>,
+    pub rate_limit_per_hour: Option<u32>,
 }
 
 impl FaultsPatch {
@@ -334,6 +335,7 @@ impl FaultsPatch {
             rate_limit_per_minute: self
                 .rate_limit_per_minute
                 .unwrap_or(f.rate_limit_per_minute),
+            rate_limit_per_hour: self.rate_limit_per_hour.unwrap_or(f.rate_limit_per_hour),
         }
     }
 }

@@ -10,6 +10,11 @@
 //! slows requests down as `ratelimit-remaining` nears zero. Lists are read page by page
 //! (`per_page=200`) while `links.pages.next` is present.
 //!
+//! Facts that change rarely are kept for a short while instead of fetched per call: the
+//! regions for [`REGIONS_TTL`], a droplet for [`DROPLET_TTL`] (the controller only asks
+//! whether it exists), and each volume's name and region, which never change
+//! ([`CloudApi::known_volume`]). Every cache is bounded.
+//!
 //! Two calls go beyond DigitalOcean: ControllerModifyVolume's tags use fake-cloud's
 //! `PATCH /v2/volumes/{id}` (DigitalOcean tags resources through `/v2/tags/{tag}/resources`
 //! instead), and GetCapacity reads fake-cloud's `volume_quota_gigabytes` from the account
@@ -19,6 +24,8 @@
 pub mod pacing;
 pub mod wire;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -30,12 +37,13 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::names;
+use super::wait::Waits;
 use super::{
     Account, Action, CloudApi, CloudError, Deadline, Droplet, NewVolume, PollPolicy, Snapshot,
     Volume,
 };
 use crate::config::{Config, TOKEN_ENV};
-use pacing::Pacer;
+use pacing::{Class, Pacer};
 use wire::{
     AccountBody, ActionBody, ActionWire, DropletBody, ErrorBody, ListPage, RegionWire,
     SnapshotBody, SnapshotWire, VolumeBody, VolumeWire,
@@ -52,6 +60,13 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3);
 const PER_PAGE: &str = "200";
 /// Stop paging after this many pages, whatever the API says.
 const MAX_PAGES: u32 = 10_000;
+/// How long the list of regions is kept.
+pub const REGIONS_TTL: Duration = Duration::from_secs(300);
+/// How long a droplet is kept.
+pub const DROPLET_TTL: Duration = Duration::from_secs(30);
+/// Most droplets, and most volumes' names and regions, kept at once; past it the
+/// cache starts again empty.
+const CACHE_ENTRIES: usize = 4096;
 
 /// The API token. Its Debug form is "<redacted>", so it never reaches a log.
 #[derive(Clone)]
@@ -93,6 +108,11 @@ pub struct HttpCloud {
     token: Token,
     timeout: Duration,
     pacer: Pacer,
+    waits: Waits,
+    regions: Mutex<Option<(Instant, Vec<String>)>>,
+    droplets: Mutex<HashMap<u64, (Instant, Droplet)>>,
+    /// Volume id → (name, region).
+    volumes: Mutex<HashMap<String, (String, String)>>,
 }
 
 /// A successful answer's body.
@@ -132,7 +152,28 @@ impl HttpCloud {
             token,
             timeout,
             pacer: Pacer::default(),
+            waits: Waits::new(PollPolicy::Learned),
+            regions: Mutex::new(None),
+            droplets: Mutex::new(HashMap::new()),
+            volumes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Remember a volume's name and region; the volume as it was.
+    fn remember(&self, volume: Volume) -> Volume {
+        let mut known = lock(&self.volumes);
+        if known.len() >= CACHE_ENTRIES && !known.contains_key(&volume.id) {
+            known.clear();
+        }
+        known.insert(
+            volume.id.clone(),
+            (volume.name.clone(), volume.region.clone()),
+        );
+        volume
+    }
+
+    fn forget(&self, volume_id: &str) {
+        lock(&self.volumes).remove(volume_id);
     }
 
     /// The URL of a path, each segment percent-encoded (ids come from requests).
@@ -158,8 +199,13 @@ impl HttpCloud {
     ) -> Result<Answer, CloudError> {
         let mut failures = 0u32;
         let mut throttled = 0u32;
+        let class = if call == "get_action" {
+            Class::Poll
+        } else {
+            Class::Call
+        };
         loop {
-            self.pacer.take_turn(deadline).await?;
+            self.pacer.take_turn(deadline, class).await?;
             let remaining = deadline.remaining();
             if remaining.is_zero() {
                 return Err(timeout(call));
@@ -357,6 +403,10 @@ impl HttpCloud {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Send a request and read its whole answer. Failing at either step is a transport error.
 async fn exchange(
     request: reqwest::RequestBuilder,
@@ -433,14 +483,21 @@ impl CloudApi for HttpCloud {
     }
 
     async fn regions(&self, deadline: Deadline) -> Result<Vec<String>, CloudError> {
+        if let Some((at, regions)) = lock(&self.regions).as_ref() {
+            if at.elapsed() < REGIONS_TTL {
+                return Ok(regions.clone());
+            }
+        }
         let regions: Vec<RegionWire> = self
             .list_all("list_regions", &["v2", "regions"], &[], "regions", deadline)
             .await?;
-        Ok(regions
+        let slugs: Vec<String> = regions
             .into_iter()
             .filter(|r| r.available && r.features.iter().any(|f| f == "storage"))
             .map(|r| r.slug)
-            .collect())
+            .collect();
+        *lock(&self.regions) = Some((Instant::now(), slugs.clone()));
+        Ok(slugs)
     }
 
     async fn create_volume(
@@ -463,7 +520,7 @@ impl CloudApi for HttpCloud {
         let answer: VolumeBody = self
             .post("create_volume", &["v2", "volumes"], body, deadline)
             .await?;
-        Ok(answer.volume.into())
+        Ok(self.remember(answer.volume.into()))
     }
 
     async fn clone_volume(
@@ -509,10 +566,18 @@ impl CloudApi for HttpCloud {
     }
 
     async fn get_volume(&self, id: &str, deadline: Deadline) -> Result<Volume, CloudError> {
-        let answer: VolumeBody = self
+        let answer: Result<VolumeBody, CloudError> = self
             .get("get_volume", &["v2", "volumes", id], deadline)
-            .await?;
-        Ok(answer.volume.into())
+            .await;
+        match answer {
+            Ok(answer) => Ok(self.remember(answer.volume.into())),
+            Err(e) => {
+                if e.is_not_found() {
+                    self.forget(id);
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn volumes_named(
@@ -540,8 +605,13 @@ impl CloudApi for HttpCloud {
     }
 
     async fn delete_volume(&self, id: &str, deadline: Deadline) -> Result<(), CloudError> {
-        self.delete("delete_volume", &["v2", "volumes", id], deadline)
-            .await
+        let deleted = self
+            .delete("delete_volume", &["v2", "volumes", id], deadline)
+            .await;
+        if matches!(deleted, Ok(()) | Err(CloudError::NotFound { .. })) {
+            self.forget(id);
+        }
+        deleted
     }
 
     async fn set_volume_tags(
@@ -628,12 +698,24 @@ impl CloudApi for HttpCloud {
         Ok(all.into_iter().map(|a| a.into_action(volume_id)).collect())
     }
 
+    /// A droplet, as fetched up to [`DROPLET_TTL`] ago: its `volume_ids` may be that old.
     async fn get_droplet(&self, id: u64, deadline: Deadline) -> Result<Droplet, CloudError> {
-        let id = id.to_string();
+        if let Some((at, droplet)) = lock(&self.droplets).get(&id) {
+            if at.elapsed() < DROPLET_TTL {
+                return Ok(droplet.clone());
+            }
+        }
+        let path_id = id.to_string();
         let answer: DropletBody = self
-            .get("get_droplet", &["v2", "droplets", &id], deadline)
+            .get("get_droplet", &["v2", "droplets", &path_id], deadline)
             .await?;
-        Ok(answer.droplet.into())
+        let droplet: Droplet = answer.droplet.into();
+        let mut cached = lock(&self.droplets);
+        if cached.len() >= CACHE_ENTRIES {
+            cached.clear();
+        }
+        cached.insert(id, (Instant::now(), droplet.clone()));
+        Ok(droplet)
     }
 
     async fn create_snapshot(
@@ -700,13 +782,22 @@ impl CloudApi for HttpCloud {
             .await
     }
 
-    fn poll_policy(&self) -> PollPolicy {
-        // Each poll is a request against the rate limit: start slower than in process.
-        PollPolicy {
-            min: Duration::from_millis(10),
-            max: Duration::from_secs(1),
-            share: 0.08,
-        }
+    fn waits(&self) -> &Waits {
+        &self.waits
+    }
+
+    fn known_volume(&self, id: &str) -> Option<Volume> {
+        let (name, region) = lock(&self.volumes).get(id).cloned()?;
+        Some(Volume {
+            id: id.to_string(),
+            name,
+            description: String::new(),
+            size_gib: 0,
+            region,
+            droplet_ids: Vec::new(),
+            created_at: chrono::DateTime::UNIX_EPOCH,
+            tags: Vec::new(),
+        })
     }
 }
 

@@ -2,6 +2,11 @@
 //! shared by all calls. The pacer reads the `ratelimit-*` headers of every answer; once the
 //! remaining budget runs low it spreads what is left evenly until `ratelimit-reset`, and
 //! after a 429 it holds every request back for the `retry-after` the API asked for.
+//!
+//! Polls of an action in flight ([`Class::Poll`]) are the one kind of request that can
+//! wait without harm: the action goes on in the cloud. So they never take the last few
+//! requests of the budget ([`Budget::reserve`]) while another request is waiting for
+//! its turn; creates, deletes and attaches go first.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,8 +16,25 @@ use tokio::time::Instant;
 
 use crate::cloud::{CloudError, Deadline};
 
-/// Below this share of the limit left, requests are spread until the reset.
+/// Below this share of the limit left, requests are spread until the reset...
 const LOW_BUDGET_SHARE: f64 = 0.2;
+/// ...or below this many, whichever is fewer: a large hourly budget is not spread out
+/// across the hour while plenty of it is left.
+const LOW_BUDGET_REQUESTS: u64 = 50;
+/// Polls leave this share of the limit (at least [`MIN_RESERVE`]) to other requests.
+const RESERVE_SHARE: f64 = 0.02;
+const MIN_RESERVE: u64 = 2;
+/// How often a poll held back by the reserve looks again.
+const RESERVE_RECHECK: Duration = Duration::from_millis(50);
+
+/// What a request is, for the order of turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A look at an action in flight: it can wait.
+    Poll,
+    /// Everything else.
+    Call,
+}
 
 /// What the last answer said about the budget.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +70,22 @@ impl Budget {
         else {
             return Duration::ZERO;
         };
-        if (remaining as f64) >= (limit as f64) * LOW_BUDGET_SHARE {
+        let low = ((limit as f64) * LOW_BUDGET_SHARE).min(LOW_BUDGET_REQUESTS as f64);
+        if (remaining as f64) >= low {
             return Duration::ZERO;
         }
-        let until_reset = Duration::from_secs(reset).saturating_sub(now_unix);
+        // The header counts whole seconds: the window may end up to a second later.
+        let until_reset = Duration::from_secs(reset.saturating_add(1)).saturating_sub(now_unix);
         until_reset / u32::try_from(remaining.saturating_add(1)).unwrap_or(u32::MAX)
+    }
+
+    /// True when only the requests kept back from polls are left.
+    pub fn in_reserve(&self) -> bool {
+        let (Some(limit), Some(remaining)) = (self.limit, self.remaining) else {
+            return false;
+        };
+        let reserve = ((limit as f64 * RESERVE_SHARE) as u64).max(MIN_RESERVE);
+        remaining <= reserve
     }
 
     /// Time until the window resets, when known.
@@ -85,6 +118,8 @@ struct State {
     next_turn: Option<Instant>,
     /// No request before this (after a 429).
     held_until: Option<Instant>,
+    /// Requests other than polls waiting for their turn.
+    calls_waiting: usize,
 }
 
 /// The turn-taker shared by all requests of one client.
@@ -100,6 +135,7 @@ impl Default for Pacer {
                 budget: Budget::default(),
                 next_turn: None,
                 held_until: None,
+                calls_waiting: 0,
             }),
         }
     }
@@ -112,38 +148,55 @@ impl Pacer {
 
     /// Wait for this request's turn. Fails at once with RateLimited when the turn comes
     /// after the deadline, or with Timeout when the deadline has passed already.
-    pub async fn take_turn(&self, deadline: Deadline) -> Result<(), CloudError> {
-        let now = Instant::now();
-        let turn = {
-            let mut st = self.lock();
-            let mut turn = now;
-            if let Some(t) = st.next_turn {
-                turn = turn.max(t);
+    pub async fn take_turn(&self, deadline: Deadline, class: Class) -> Result<(), CloudError> {
+        loop {
+            let now = Instant::now();
+            let turn = {
+                let mut st = self.lock();
+                if now >= deadline.instant() {
+                    return Err(CloudError::Timeout {
+                        what: "the request's deadline passed before its cloud API call".to_string(),
+                    });
+                }
+                if class == Class::Poll && st.calls_waiting > 0 && st.budget.in_reserve() {
+                    None
+                } else {
+                    let mut turn = now;
+                    if let Some(t) = st.next_turn {
+                        turn = turn.max(t);
+                    }
+                    if let Some(t) = st.held_until {
+                        turn = turn.max(t);
+                    }
+                    if turn > deadline.instant() {
+                        return Err(CloudError::RateLimited {
+                            retry_after: Some(turn - now),
+                        });
+                    }
+                    st.next_turn = Some(turn + st.budget.spacing(now_unix()));
+                    Some(turn)
+                }
+            };
+            let Some(turn) = turn else {
+                // Another request needs the last of the budget more than this poll does.
+                if now + RESERVE_RECHECK > deadline.instant() {
+                    return Err(CloudError::RateLimited {
+                        retry_after: self.until_reset(),
+                    });
+                }
+                tokio::time::sleep(RESERVE_RECHECK).await;
+                continue;
+            };
+            if turn > now {
+                tracing::debug!(
+                    wait_ms = (turn - now).as_millis() as u64,
+                    "pacing cloud API requests"
+                );
+                let _waiting = (class == Class::Call).then(|| Waiting::new(self));
+                tokio::time::sleep_until(turn).await;
             }
-            if let Some(t) = st.held_until {
-                turn = turn.max(t);
-            }
-            if now >= deadline.instant() {
-                return Err(CloudError::Timeout {
-                    what: "the request's deadline passed before its cloud API call".to_string(),
-                });
-            }
-            if turn > deadline.instant() {
-                return Err(CloudError::RateLimited {
-                    retry_after: Some(turn - now),
-                });
-            }
-            st.next_turn = Some(turn + st.budget.spacing(now_unix()));
-            turn
-        };
-        if turn > now {
-            tracing::debug!(
-                wait_ms = (turn - now).as_millis() as u64,
-                "pacing cloud API requests"
-            );
-            tokio::time::sleep_until(turn).await;
+            return Ok(());
         }
-        Ok(())
     }
 
     /// Learn the budget from an answer's headers.
@@ -164,6 +217,23 @@ impl Pacer {
     /// Time until the budget resets, when known.
     pub fn until_reset(&self) -> Option<Duration> {
         self.lock().budget.until_reset(now_unix())
+    }
+}
+
+/// Counts a request other than a poll as waiting for its turn while it lives.
+struct Waiting<'a>(&'a Pacer);
+
+impl<'a> Waiting<'a> {
+    fn new(pacer: &'a Pacer) -> Waiting<'a> {
+        pacer.lock().calls_waiting += 1;
+        Waiting(pacer)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.calls_waiting = st.calls_waiting.saturating_sub(1);
     }
 }
 
@@ -190,9 +260,9 @@ mod tests {
         let b = Budget {
             limit: Some(250),
             remaining: Some(9),
-            reset: Some(1_060),
+            reset: Some(1_059),
         };
-        // 60 s left, 9 requests left: one every 6 s.
+        // 60 s left (the reset's second included), 9 requests left: one every 6 s.
         assert_eq!(
             b.spacing(Duration::from_secs(1_000)),
             Duration::from_secs(6)
@@ -233,13 +303,13 @@ mod tests {
         pacer.hold_for(Duration::from_millis(60));
         let started = Instant::now();
         let err = pacer
-            .take_turn(Deadline::after(Duration::from_millis(10)))
+            .take_turn(Deadline::after(Duration::from_millis(10)), Class::Call)
             .await
             .unwrap_err();
         assert!(matches!(err, CloudError::RateLimited { .. }));
         assert!(started.elapsed() < Duration::from_millis(30));
         pacer
-            .take_turn(Deadline::after(Duration::from_secs(5)))
+            .take_turn(Deadline::after(Duration::from_secs(5)), Class::Call)
             .await
             .unwrap();
         assert!(started.elapsed() >= Duration::from_millis(60));
@@ -248,9 +318,54 @@ mod tests {
     #[tokio::test]
     async fn a_deadline_already_passed_is_a_timeout_not_a_rate_limit() {
         let err = Pacer::default()
-            .take_turn(Deadline::after(Duration::ZERO))
+            .take_turn(Deadline::after(Duration::ZERO), Class::Call)
             .await
             .unwrap_err();
         assert!(matches!(err, CloudError::Timeout { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_large_hourly_budget_is_spread_only_near_its_end() {
+        let hour = |remaining| Budget {
+            limit: Some(5_000),
+            remaining: Some(remaining),
+            reset: Some(4_599),
+        };
+        assert_eq!(
+            hour(900).spacing(Duration::from_secs(1_000)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            hour(35).spacing(Duration::from_secs(1_000)),
+            Duration::from_secs(100)
+        );
+    }
+
+    #[tokio::test]
+    async fn polls_leave_the_last_of_the_budget_to_waiting_calls() {
+        let pacer = Pacer::default();
+        let mut h = HeaderMap::new();
+        h.insert("ratelimit-limit", "250".parse().unwrap());
+        h.insert("ratelimit-remaining", "3".parse().unwrap());
+        let reset = now_unix().as_secs() + 1;
+        h.insert("ratelimit-reset", reset.to_string().parse().unwrap());
+        pacer.observe(&h);
+        // Alone, a poll may take the reserve.
+        pacer
+            .take_turn(Deadline::after(Duration::from_secs(5)), Class::Poll)
+            .await
+            .unwrap();
+        // With a call waiting for its turn, it may not.
+        let waiting = Waiting::new(&pacer);
+        let err = pacer
+            .take_turn(Deadline::after(Duration::from_millis(120)), Class::Poll)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CloudError::RateLimited { .. }), "{err:?}");
+        drop(waiting);
+        pacer
+            .take_turn(Deadline::after(Duration::from_secs(5)), Class::Poll)
+            .await
+            .unwrap();
     }
 }
