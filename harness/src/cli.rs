@@ -81,6 +81,7 @@ const FLAGS: &[(&str, Kind, &str)] = &[
     ("csi.shortdeadline", Kind::Value, "client deadline the retry and slow-cloud specs cut calls off with (default 200ms)"),
     ("csi.retrybudget", Kind::Value, "how long the retry specs keep retrying a call before calling it stuck (default 120s)"),
     ("csi.profile", Kind::Value, "full (default: the core specs, at least as strict as Go's, plus Beyond) or compat (exactly Go csi-sanity's specs and verdicts)"),
+    ("csi.mountflags", Kind::Value, "mount flags the full profile sends in every mount capability, comma-separated (default noatime; empty: none), checked in the target's mount options where the harness can see it"),
     ("csi.keep-waiting", Kind::Bool, "keep calling an RPC that has run out --csi.timeout in 3 specs (default: later specs that need it fail at once)"),
     ("csi.report", Kind::Value, "write a findings page (Markdown, or HTML for a .html name): each finding's rule, severity, request, response and how to reproduce it"),
     ("csi.junit-names", Kind::Value, "how JUnit names test cases: ours (default) or go ([It] <Go full name>, suite \"CSI Driver Test Suite\")"),
@@ -513,6 +514,14 @@ fn apply(
                 .trim()
                 .parse()
                 .map_err(|e| usage(format!("-{name}: {e}")))?
+        }
+        "csi.mountflags" => {
+            suite.mount_flags = value
+                .split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect()
         }
         "csi.keep-waiting" => suite.keep_waiting = parse_bool(name, value)?,
         "csi.report" => config.findings_file = opt(value).map(PathBuf::from),

@@ -255,3 +255,35 @@ fn each_fault_fails_exactly_the_specs_that_cover_it() {
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
     assert!(CASES.len() >= 10);
 }
+
+/// A driver that drops the mount flags a CO asks for gets a warning (the spec says the
+/// flags "can be used"), from the node lifecycle specs, and passes otherwise.
+#[test]
+fn dropped_mount_flags_are_a_warning_of_the_node_lifecycle() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (the specs mount)");
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let driver = rt.block_on(TestDriver::start());
+    for (fault, warned) in [(Fault::None, false), (Fault::DropsMountFlags, true)] {
+        let proxy = rt.block_on(Proxy::start(&driver.endpoint(), fault));
+        let config = driver
+            .config(&proxy.endpoint)
+            .focus("^Node::a volume can be staged, published, unpublished and unstaged$");
+        let report = csi_sanity::run(config).expect("the run starts");
+        assert_eq!(report.failed, 0, "{fault:?}: {}", report.summary());
+        assert_eq!(report.passed, 1, "{fault:?}: {}", report.summary());
+        let warnings: Vec<&String> = report.outcomes.iter().flat_map(|o| &o.warnings).collect();
+        assert_eq!(!warnings.is_empty(), warned, "{fault:?}: {warnings:?}");
+        if warned {
+            assert!(
+                warnings[0].contains("noatime") && warnings[0].contains("mount_flags"),
+                "{}",
+                warnings[0]
+            );
+        }
+        drop(proxy);
+    }
+    rt.block_on(async { drop(driver) });
+}

@@ -215,6 +215,11 @@ pub struct SuiteConfig {
     /// How long the retry specs keep retrying a call (on ABORTED, DEADLINE_EXCEEDED and
     /// the like) before they call it stuck (`--csi.retrybudget`).
     pub retry_budget: Duration,
+    /// Mount flags the full profile sends in every mount capability, as a StorageClass's
+    /// `mountOptions` reach a driver (`--csi.mountflags`; default `noatime`, which every
+    /// Linux filesystem accepts). Where the harness can see a published target, each
+    /// flag must show in its mount options.
+    pub mount_flags: Vec<String>,
     /// Keep calling an RPC that has run out its deadline again and again, instead of
     /// failing the later specs that need it at once (`--csi.keep-waiting`).
     pub keep_waiting: bool,
@@ -256,6 +261,7 @@ impl Default for SuiteConfig {
             retry_budget: Duration::from_secs(120),
             profile: crate::Profile::Full,
             keep_waiting: false,
+            mount_flags: vec!["noatime".to_string()],
         }
     }
 }

@@ -105,8 +105,14 @@ impl Ctx {
     pub fn capability(&self, mode: AccessMode) -> VolumeCapability {
         let access_type = if self.config().is_block() {
             AccessType::Block(volume_capability::BlockVolume {})
-        } else {
+        } else if self.compat() {
             AccessType::Mount(volume_capability::MountVolume::default())
+        } else {
+            // As Kubernetes sends a StorageClass's mountOptions.
+            AccessType::Mount(volume_capability::MountVolume {
+                mount_flags: self.config().mount_flags.clone(),
+                ..Default::default()
+            })
         };
         VolumeCapability {
             access_mode: Some(volume_capability::AccessMode { mode: mode as i32 }),
@@ -690,6 +696,43 @@ impl Ctx {
             .ok(SETUP_RULE)
             .map_err(|f| f.during("setting up: NodePublishVolume"))?;
         Ok(target)
+    }
+
+    /// Where the harness sees the target's mount (same host, same mount namespace), each
+    /// mount flag the capability asked for must show in its options. The node lifecycle
+    /// spec checks it, once, so a driver that drops flags gets one finding, not one per
+    /// spec that publishes. The spec only says
+    /// the flags "can be used", so a driver that drops them gets a warning.
+    pub fn check_mount_flags(&self, target: &str, req: &NodePublishVolumeRequest) {
+        let Some(AccessType::Mount(mount)) = req
+            .volume_capability
+            .as_ref()
+            .and_then(|c| c.access_type.as_ref())
+        else {
+            return;
+        };
+        if mount.mount_flags.is_empty() {
+            return;
+        }
+        let Some(options) = crate::beyond::observe::mount_options_at(target) else {
+            return;
+        };
+        let missing: Vec<&str> = mount
+            .mount_flags
+            .iter()
+            .flat_map(|f| f.split(','))
+            .filter(|f| !f.is_empty() && !options.iter().any(|o| o == f))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        self.warn(Failure::about(
+            "NodePublishVolume",
+            &crate::check::describe_request("NodePublishVolume", req),
+            format!("the target mounted with {:?}", mount.mount_flags),
+            format!("{missing:?} missing from the mount options at {target}: {}", options.join(",")),
+            "spec VolumeCapability.MountVolume.mount_flags: the mount options a CO asks for (a StorageClass's mountOptions) are to be used when mounting (SHOULD-level)",
+        ));
     }
 
     /// Unpublish, which must succeed; stops tracking it.

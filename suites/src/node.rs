@@ -195,6 +195,10 @@ async fn node_lifecycle(ctx: &Ctx, repeats: u32) -> Result<(), Failure> {
         .map_err(|f| f.during(format!("NodePublishVolume call {} of {repeats}", i + 1)))?;
     }
     check_published_target(ctx, &target).await?;
+    ctx.check_mount_flags(
+        &target,
+        &ctx.node_publish_request(&volume, staging.as_deref(), &target, &publish_context),
+    );
     if caps.node_has(NodeRpc::GetVolumeStats) {
         let c = stats(ctx, &volume.volume_id, &target).await;
         let request = c.request.clone();

@@ -116,6 +116,9 @@ pub enum Fault {
     /// DeleteVolume of a malformed id (not a UUID) answers INVALID_ARGUMENT instead of
     /// OK: the Go csi-sanity's `fake-vol-id` catches it.
     DeleteMalformedVolumeIdInvalid,
+    /// NodeStageVolume and NodePublishVolume drop the capability's mount flags (a
+    /// StorageClass's mountOptions never reach the mount).
+    DropsMountFlags,
     /// CreateVolume never answers (a hostile driver: the call hangs until the client's
     /// deadline).
     CreateVolumeHangs,
@@ -448,7 +451,10 @@ impl Node for Proxy {
         &self,
         r: Request<NodeStageVolumeRequest>,
     ) -> Rpc<NodeStageVolumeResponse> {
-        let req = r.into_inner();
+        let mut req = r.into_inner();
+        if self.is(Fault::DropsMountFlags) {
+            drop_mount_flags(req.volume_capability.as_mut());
+        }
         if self.is(Fault::StageAcceptsNoStagingPath) && req.staging_target_path.is_empty() {
             return Ok(Response::new(NodeStageVolumeResponse {}));
         }
@@ -464,7 +470,11 @@ impl Node for Proxy {
         &self,
         r: Request<NodePublishVolumeRequest>,
     ) -> Rpc<NodePublishVolumeResponse> {
-        self.node.clone().node_publish_volume(r.into_inner()).await
+        let mut req = r.into_inner();
+        if self.is(Fault::DropsMountFlags) {
+            drop_mount_flags(req.volume_capability.as_mut());
+        }
+        self.node.clone().node_publish_volume(req).await
     }
     async fn node_unpublish_volume(
         &self,
@@ -525,5 +535,13 @@ impl Node for Proxy {
             resp.get_mut().node_id.clear();
         }
         Ok(resp)
+    }
+}
+
+/// Clear the mount flags of a mount capability.
+fn drop_mount_flags(cap: Option<&mut VolumeCapability>) {
+    if let Some(volume_capability::AccessType::Mount(m)) = cap.and_then(|c| c.access_type.as_mut())
+    {
+        m.mount_flags.clear();
     }
 }

@@ -343,6 +343,41 @@ pub(crate) async fn snapshots_of(
 /// How many mounts sit at `path` in this process's mount table, or `None` when the
 /// table can't be read. A driver in another mount namespace shows 0 here, so callers
 /// only use this to catch mounts stacked twice.
+/// The mount options (per-mount and the filesystem's own) of the topmost mount at
+/// `path`, when it is in this process's mount table.
+pub fn mount_options_at(path: &str) -> Option<Vec<String>> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = std::fs::canonicalize(path)
+        .map(|p| p.to_string_lossy().to_string())
+        .unwrap_or_else(|_| path.to_string());
+    table
+        .lines()
+        .rev()
+        .find(|line| {
+            line.split(' ')
+                .nth(4)
+                .map(unescape_mount_path)
+                .is_some_and(|m| m == want || m == path)
+        })
+        .map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let per_mount = fields.get(5).copied().unwrap_or_default();
+            // After the optional fields, "-", the type, the source, the super options.
+            let super_options = fields
+                .iter()
+                .position(|f| *f == "-")
+                .and_then(|i| fields.get(i + 3))
+                .copied()
+                .unwrap_or_default();
+            per_mount
+                .split(',')
+                .chain(super_options.split(','))
+                .filter(|o| !o.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+}
+
 pub(crate) fn mounts_at(path: &str) -> Option<usize> {
     let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = std::fs::canonicalize(path)
