@@ -711,6 +711,22 @@ pub fn run_specs(mut config: Config, specs: Vec<Spec>) -> anyhow::Result<Report>
     if config.print_summary {
         let summary = report.summary();
         if args.format == Some(FormatSetting::Json) {
+            // libtest's events say "ok" for a spec with warnings; one more event per
+            // warning carries them, in the same line-per-event form.
+            for o in &report.outcomes {
+                for w in &o.warnings {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "type": "test",
+                            "event": "warning",
+                            "name": o.full_name(),
+                            "severity": "SHOULD",
+                            "message": w,
+                        })
+                    );
+                }
+            }
             eprint!("{summary}");
         } else {
             print!("{summary}");

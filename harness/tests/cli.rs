@@ -462,3 +462,60 @@ fn a_hung_rpc_is_cut_off_after_three_deadlines_and_the_run_ends() {
         "{out}"
     );
 }
+
+#[test]
+fn warnings_show_in_json_events_and_the_summary_and_fail_only_under_strict() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (the spec mounts)");
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let driver = rt.block_on(TestDriver::start());
+    let proxy = rt.block_on(Proxy::start(&driver.endpoint(), Fault::DropsMountFlags));
+    let mount = driver.dir.path().join("m");
+    let staging = driver.dir.path().join("s");
+    let args = |extra: &[&str]| {
+        let mut a = vec![
+            format!("--csi.endpoint={}", proxy.endpoint),
+            format!("--csi.mountdir={}", mount.display()),
+            format!("--csi.stagingdir={}", staging.display()),
+            "--csi.testvolumesize=1073741824".to_string(),
+            "--ginkgo.focus=^Node::a volume can be staged, published, unpublished and unstaged$"
+                .to_string(),
+        ];
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        csi_sanity(&a)
+    };
+    let o = run(args(&["--format", "json"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let events: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect();
+    let warning = events
+        .iter()
+        .find(|e| e["event"] == "warning")
+        .expect("a warning event");
+    assert_eq!(warning["severity"], "SHOULD");
+    assert!(
+        warning["message"].as_str().unwrap().contains("noatime"),
+        "{warning}"
+    );
+    assert!(
+        last_line(&stderr(&o)).ends_with(", 1 warning"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = run(args(&["--csi.strict"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("strict mode: 1 SHOULD-level warning(s)"),
+        "{}",
+        stdout(&o)
+    );
+}
