@@ -158,8 +158,8 @@ fn create_specs() -> Vec<Spec> {
             [CREATE_DELETE],
             |ctx: Ctx| async move {
                 let mut req = ctx.volume_request(&ctx.unique_name("nocapacity"));
-                // Go still sends the configured capacity here (a FIXME upstream); the
-                // full profile really leaves it out.
+                // Go's "NoCapacity" spec still sends the configured capacity (upstream keeps
+                // it so as not to break existing drivers); the full profile leaves it out.
                 if !ctx.compat() {
                     req.capacity_range = None;
                 }
