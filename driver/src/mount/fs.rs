@@ -108,12 +108,17 @@ pub async fn probe(device: &Path) -> Result<Probe, MountError> {
 
 /// Make a filesystem on a device that [`probe`] found blank. The tools are not forced,
 /// so they refuse a device that holds a signature after all.
+///
+/// Neither tool discards the device first: a cloud volume is new and thin, so there is
+/// nothing to discard, and a discard pass costs time that grows with the volume (it is
+/// three quarters of mkfs.ext4's time on a 10 GiB loop device here).
 pub async fn format(device: &Path, fs: FsType) -> Result<(), MountError> {
-    let program = match fs {
-        FsType::Ext4 => "mkfs.ext4",
-        FsType::Xfs => "mkfs.xfs",
+    let (program, no_discard) = match fs {
+        FsType::Ext4 => ("mkfs.ext4", ["-E", "nodiscard"].as_slice()),
+        FsType::Xfs => ("mkfs.xfs", ["-K"].as_slice()),
     };
-    let args = command::args(["-q".as_ref(), device.as_os_str()]);
+    let mut args = command::args(std::iter::once(&"-q").chain(no_discard));
+    args.push(device.as_os_str().to_owned());
     command::run_ok(program, &args).await.map(drop)
 }
 
