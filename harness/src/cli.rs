@@ -71,7 +71,7 @@ const FLAGS: &[(&str, Kind, &str)] = &[
     ("csi.idempotentcount", Kind::Value, "how often the idempotency specs repeat each call (default 10; 0 skips them)"),
     ("csi.strict", Kind::Bool, "a capability a spec needs but the driver lacks fails the spec instead of skipping it"),
     ("csi.nodeunpublish-notfound", Kind::Value, "NodeUnpublishVolume of an unknown volume: notfound (default, the spec table) or ok (spec issue #433)"),
-    ("csi.parallel", Kind::Value, "run this many specs at once (default 1)"),
+    ("csi.parallel", Kind::Value, "run this many specs at once (default: 3 in the full profile; 1 in compat, as Go runs them)"),
     ("csi.timeout", Kind::Value, "deadline of one RPC (default 60s)"),
     ("csi.connect-timeout", Kind::Value, "how long to wait for the endpoint to answer (default 10s)"),
     ("csi.secondnodeid", Kind::Value, "a second node id, for specs that need two nodes; not one of the node endpoints (bundled: the droplet after its nodes)"),
@@ -485,7 +485,7 @@ fn apply(
             if n < 1 {
                 return Err(usage(format!("-{name}: must be at least 1")));
             }
-            config.parallel = n as usize;
+            config.parallel = Some(n as usize);
         }
         "csi.timeout" => suite.rpc_timeout = duration(value)?,
         "csi.connect-timeout" => config.connect_timeout = duration(value)?,
@@ -626,7 +626,22 @@ mod tests {
         assert_eq!(c.suite.access_type, "mount");
         assert_eq!(c.suite.idempotent_count, 10);
         assert!(!c.suite.node_unpublish_not_found_ok);
-        assert_eq!(c.parallel, 1);
+        assert_eq!(c.parallel, None);
+        assert_eq!(c.parallel(), crate::runner::FULL_PROFILE_PARALLEL);
+    }
+
+    #[test]
+    fn the_full_profile_runs_specs_at_once_and_compat_one_at_a_time_as_go_does() {
+        assert_eq!(
+            run_config(&[]).parallel(),
+            crate::runner::FULL_PROFILE_PARALLEL
+        );
+        assert_eq!(run_config(&["--csi.profile", "compat"]).parallel(), 1);
+        assert_eq!(
+            run_config(&["--csi.parallel", "2", "--csi.profile", "compat"]).parallel(),
+            2
+        );
+        assert_eq!(run_config(&["--csi.parallel=1"]).parallel(), 1);
     }
 
     #[test]

@@ -156,9 +156,69 @@ fn specs_run_in_parallel_with_their_own_names_and_paths() {
     let mut config = driver
         .config(&driver.endpoint())
         .focus("^Controller::(CreateVolume|DeleteVolume|ValidateVolumeCapabilities)::");
-    config.parallel = 4;
+    config.parallel = Some(4);
     let report = csi_sanity::run(config).unwrap();
     assert!(report.success(), "{report}");
     assert!(report.passed >= 15, "{report}");
     assert!(report.leftovers.is_empty());
+}
+
+mod alone {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Specs of the run inside their bodies now, the most seen at once, and what the
+    /// alone spec saw beside it.
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static MOST: AtomicUsize = AtomicUsize::new(0);
+    static BESIDE_ALONE: AtomicUsize = AtomicUsize::new(0);
+
+    async fn shared_body(_ctx: Ctx) -> Result<(), Failure> {
+        let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+        MOST.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn alone_body(_ctx: Ctx) -> Result<(), Failure> {
+        for _ in 0..4 {
+            BESIDE_ALONE.fetch_max(RUNNING.load(Ordering::SeqCst), Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    fn specs() -> Vec<Spec> {
+        let shared = |name: &'static str| spec!("Test", name, "", [], shared_body);
+        vec![
+            shared("a"),
+            shared("b"),
+            shared("c"),
+            spec!("Test", "alone", "", [], alone_body).alone(),
+            shared("d"),
+            shared("e"),
+            shared("f"),
+        ]
+    }
+
+    #[test]
+    fn a_spec_marked_alone_runs_with_no_other_spec_beside_it() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let driver = rt.block_on(TestDriver::start());
+        let mut config = driver.config(&driver.endpoint());
+        config.parallel = Some(4);
+        let report = csi_sanity::run_specs(config, specs()).unwrap();
+        assert_eq!(report.passed, 7, "{report}");
+        assert!(
+            MOST.load(Ordering::SeqCst) >= 2,
+            "the other specs ran at once, so the test shows something"
+        );
+        assert_eq!(
+            BESIDE_ALONE.load(Ordering::SeqCst),
+            0,
+            "a spec ran beside the alone one"
+        );
+    }
 }

@@ -446,10 +446,17 @@ fn a_hung_rpc_is_cut_off_after_three_deadlines_and_the_run_ends() {
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
     // Three calls wait out the 1 s deadline; every later CreateVolume fails at once.
+    // Specs run 3 at once, so a few more calls may be under way when the third ends.
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}: {out}");
+    let specs: usize = out
+        .split("CreateVolume has not answered within 1s in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" specs; not called again").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no cut-off line: {out}"));
     assert!(
-        out.contains("CreateVolume has not answered within 1s in 3 specs; not called again"),
-        "{out}"
+        (3..=9).contains(&specs),
+        "cut off after {specs} specs: {out}"
     );
     assert!(
         out.contains("cut off (the specs that needed these failed at once):"),

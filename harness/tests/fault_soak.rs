@@ -168,7 +168,7 @@ impl World {
         config.suite.second_node_id = Some("2".into());
         config.suite.mount_dir = self.dir.path().join("mount");
         config.suite.staging_dir = self.dir.path().join("staging");
-        config.parallel = 4;
+        config.parallel = Some(4);
         config.print_summary = false;
         // The first pass is expected to see failures a CO's retry fixes; JSON events keep
         // its inner libtest summary from reading like this test's own result.

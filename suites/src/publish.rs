@@ -177,7 +177,10 @@ pub fn specs() -> Vec<Spec> {
                     .code(Code::ResourceExhausted, "ControllerPublishVolume: a node at its max_volumes_per_node → RESOURCE_EXHAUSTED")?;
                 Ok(())
             }
-        ),
+        )
+        // It fills the node: another spec's volume on it would be one too many, and one
+        // waiting for a slot would wait for this spec, which waits for it.
+        .alone(),
         spec!(
             GROUP,
             "fails with NOT_FOUND for a volume that does not exist",

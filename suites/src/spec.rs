@@ -107,9 +107,19 @@ pub struct Spec {
     /// The Go csi-sanity's full name for this spec's counterpart, if it has one
     /// ([`crate::go_names`]); [`crate::all`] fills it in.
     pub go_name: Option<&'static str>,
+    /// The spec needs the driver to itself: no other spec of the run may hold volumes
+    /// while it runs (it fills a node to its attach limit). A runner that runs specs at
+    /// once runs this one alone ([`Spec::alone`]).
+    pub alone: bool,
 }
 
 impl Spec {
+    /// Mark the spec as one that runs with no other spec at the same time.
+    pub const fn alone(mut self) -> Self {
+        self.alone = true;
+        self
+    }
+
     /// The trial name a runner shows and filters on: `Group::sentence`.
     pub fn full_name(&self) -> String {
         format!("{}::{}", self.group, self.name)
@@ -180,6 +190,7 @@ macro_rules! spec {
             needs: &[$($need),*],
             run: |ctx| Box::pin(($body)(ctx)),
             go_name: None,
+            alone: false,
         }
     };
 }

@@ -167,13 +167,15 @@ pub struct MemoryCloud {
 }
 
 impl MemoryCloud {
-    /// Polls cost nothing here, so actions are polled often by default.
+    /// Polls cost nothing here, so actions are polled often by default: the first
+    /// look a millisecond after the start, when an action with no latency is done (a
+    /// 4 ms first look made a serial full-profile run 1.55 s rather than 1.3 s).
     pub fn new(cloud: fake_cloud::Cloud) -> MemoryCloud {
         MemoryCloud {
             cloud,
             slots: tokio::sync::Semaphore::new(CONCURRENT_CALLS),
             waits: Waits::new(PollPolicy::Backoff {
-                min: std::time::Duration::from_millis(4),
+                min: std::time::Duration::from_millis(1),
                 max: std::time::Duration::from_secs(1),
                 share: 0.08,
             }),
