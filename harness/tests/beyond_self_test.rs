@@ -286,9 +286,14 @@ fn each_beyond_fault_fails_exactly_the_specs_that_cover_it() {
         let mut want: BTreeSet<String> = baseline.failed_names().into_iter().collect();
         want.extend(expect.iter().cloned());
         if failed != want {
+            let why: Vec<String> = failed
+                .symmetric_difference(&want)
+                .map(|name| format!("{name}: {:?}", report.outcome(name).map(|o| &o.status)))
+                .collect();
             problems.push(format!(
-                "{:?}: expected exactly {want:#?} to fail, got {failed:#?}",
-                case.fault
+                "{:?}: expected exactly {want:#?} to fail, got {failed:#?}\n{}",
+                case.fault,
+                why.join("\n")
             ));
             continue;
         }

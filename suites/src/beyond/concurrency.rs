@@ -3,7 +3,7 @@
 //! ABORTED while it works on the same volume, but must never mix volumes up.
 
 use csi_proto::v1::ControllerPublishVolumeResponse;
-use futures::future::{join_all, try_join_all};
+use futures::future::join_all;
 use tonic::Code;
 
 use super::co::{expect_same_again, send, settle, RetryPolicy};
@@ -75,11 +75,15 @@ pub fn specs() -> Vec<Spec> {
                 const RULE: &str = "ControllerPublishVolume: parallel publishes of distinct volumes to one node all succeed (retrying ABORTED), and the node never holds more than max_volumes_per_node";
                 let info = ctx.node_info().await?;
                 let k = volumes_for_one_node(&ctx).await?;
-                let volumes = try_join_all((0..k).map(|i| {
+                // Every call runs to its end even when one fails: a create cut off in
+                // flight would leave a volume nobody recorded, so nobody deletes.
+                let volumes = join_all((0..k).map(|i| {
                     let ctx = ctx.clone();
                     async move { ctx.create_volume(&ctx.unique_name(&format!("one-node-{i}"))).await }
                 }))
-                .await?;
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
                 let policy = publish_policy(&ctx);
                 let settled = join_all(volumes.iter().map(|v| {
                     let req = ctx.controller_publish_request(v, &info.node_id);
@@ -110,7 +114,9 @@ pub fn specs() -> Vec<Spec> {
                 let k = volumes_for_one_node(&ctx).await?;
                 let with_data = data_reachable(&ctx).is_ok();
                 let base_seed = seed(&ctx);
-                let lives = try_join_all((0..k).map(|i| {
+                // join_all, not try_join_all: a failing lifecycle must not cut off the
+                // others mid-create, leaving volumes nobody recorded.
+                let lives = join_all((0..k).map(|i| {
                     let ctx = ctx.clone();
                     async move {
                         let v = ctx.create_volume(&ctx.unique_name(&format!("parallel-{i}"))).await?;
@@ -123,7 +129,9 @@ pub fn specs() -> Vec<Spec> {
                         Ok::<_, Failure>((a, written))
                     }
                 }))
-                .await?;
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
                 for (a, written) in &lives {
                     if let Some(w) = written {
                         verify_pattern(&ctx, &a.target_path, w, RULE).await?;
