@@ -11,7 +11,7 @@
 //!   unthrottled, under 250 requests a minute at one lifecycle at a time, and under 250
 //!   a minute at 8 at once over 8 droplets. Requests are counted by fake-cloud itself
 //!   (`/admin/requests`). `cargo bench -p csi-driver --bench controller -- policies` runs
-//!   only this part.
+//!   only this part; `-- policies learned` (or `every-second`, `backoff`) only that policy.
 //!
 //! The in-process cloud persists every change to `<data dir>/state.json` with fsync, under
 //! its one lock; on a disk that costs ~10 ms a change and would be all this measures. So
@@ -480,8 +480,8 @@ fn multiple(sorted: &[Duration], p: f64) -> String {
     )
 }
 
-/// The three policies side by side in the three scenarios.
-async fn policies() -> anyhow::Result<()> {
+/// The three policies side by side in the three scenarios (those named in `only`, if any).
+async fn policies(only: &[String]) -> anyhow::Result<()> {
     println!(
         "\naction-wait policies: fake-cloud over loopback HTTP, attach and detach 1 s ± 20%; \
          requests counted by fake-cloud; latency as a multiple of 1 s. Each fresh driver \
@@ -510,6 +510,9 @@ async fn policies() -> anyhow::Result<()> {
         ("every-second", "fixed 1 s (csi-digitalocean)"),
         ("backoff", "old short-start backoff"),
     ] {
+        if !only.is_empty() && !only.iter().any(|o| o == policy) {
+            continue;
+        }
         for (scenario, per_minute, concurrency, lifecycles) in scenarios {
             let mut f = policy_scenario(policy, per_minute, concurrency, lifecycles).await?;
             f.publish.sort();
@@ -535,7 +538,13 @@ async fn policies() -> anyhow::Result<()> {
 
 fn main() {
     // `cargo bench` passes `--bench`; `policies` runs only the policy comparison.
-    let only_policies = std::env::args().any(|a| a == "policies");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let only_policies = args.iter().any(|a| a == "policies");
+    let named: Vec<String> = args
+        .iter()
+        .filter(|a| ["learned", "every-second", "backoff"].contains(&a.as_str()))
+        .cloned()
+        .collect();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -547,11 +556,15 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // BENCH_DRIVER_LOG=debug: the driver's log, as JSON lines on stderr.
+    if let Ok(filter) = std::env::var("BENCH_DRIVER_LOG") {
+        csi_driver::logging::init(csi_driver::config::LogFormat::Json, &filter);
+    }
     let result = runtime.block_on(async {
         if !only_policies {
             run().await?;
         }
-        policies().await
+        policies(&named).await
     });
     if let Err(e) = result {
         eprintln!("benchmark failed: {e:#}");

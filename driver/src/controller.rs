@@ -549,25 +549,31 @@ impl Controller for ControllerService {
         require(&req.volume_id, "volume_id")?;
         let _guard = self.lock("volume", &req.volume_id)?;
         let cloud = self.cloud()?;
+        // Delete straight away: the cloud refuses an attached volume itself, and only
+        // then is the volume read, to name the node in the answer. One request, not two,
+        // on the usual path.
+        let message = match cloud.delete_volume(&req.volume_id, deadline).await {
+            // spec: DeleteVolume of an unknown id MUST succeed.
+            Ok(()) | Err(CloudError::NotFound { .. }) => {
+                return Ok(Response::new(DeleteVolumeResponse {}))
+            }
+            Err(CloudError::VolumeInUse { message }) => message,
+            Err(e) => return Err(e.into()),
+        };
         let volume = match cloud.get_volume(&req.volume_id, deadline).await {
             Ok(v) => v,
-            // spec: DeleteVolume of an unknown id MUST succeed.
             Err(CloudError::NotFound { .. }) => return Ok(Response::new(DeleteVolumeResponse {})),
             Err(e) => return Err(e.into()),
         };
-        if let Some(node) = volume.droplet_ids.first() {
-            return Err(Status::failed_precondition(format!(
+        match volume.droplet_ids.first() {
+            Some(node) => Err(Status::failed_precondition(format!(
                 "volume {} is published to node {node}; unpublish it before deleting",
                 volume.id
-            )));
-        }
-        match cloud.delete_volume(&volume.id, deadline).await {
-            Ok(()) | Err(CloudError::NotFound { .. }) => Ok(Response::new(DeleteVolumeResponse {})),
-            Err(CloudError::VolumeInUse { message }) => Err(Status::failed_precondition(format!(
+            ))),
+            None => Err(Status::failed_precondition(format!(
                 "volume {} is in use: {message}",
                 volume.id
             ))),
-            Err(e) => Err(e.into()),
         }
     }
 
