@@ -9,6 +9,7 @@
 //! snapshot name) while one is in flight gets ABORTED at once.
 
 mod attachments;
+pub mod error;
 mod paging;
 pub mod params;
 
@@ -31,6 +32,7 @@ use crate::cloud::{
 use crate::config::{self, PUBLISH_CONTEXT_DEVICE_LINK, PUBLISH_CONTEXT_VOLUME_NAME};
 use crate::locks::OperationGuard;
 use crate::Driver;
+use error::{ControllerError, VolumeDiffers};
 use params::{
     check_capabilities, check_capability, check_map_size, region_topology, require, Placement,
 };
@@ -73,17 +75,12 @@ impl ControllerService {
     }
 
     /// Holds off a second operation on the same `kind/id` until this one is done.
-    #[allow(clippy::result_large_err)]
-    fn lock(&self, kind: &str, id: &str) -> Result<OperationGuard, Status> {
-        self.driver.locks.try_lock(&format!("{kind}/{id}"))
+    fn lock(&self, kind: &str, id: &str) -> Result<OperationGuard, ControllerError> {
+        Ok(self.driver.locks.take(&format!("{kind}/{id}"))?)
     }
 
-    #[allow(clippy::result_large_err)]
-    fn cloud(&self) -> Result<&dyn CloudApi, Status> {
-        self.driver
-            .cloud
-            .as_deref()
-            .ok_or_else(|| Status::failed_precondition("this process has no cloud backend"))
+    fn cloud(&self) -> Result<&dyn CloudApi, ControllerError> {
+        self.driver.cloud.as_deref().ok_or(ControllerError::NoCloud)
     }
 }
 
@@ -98,8 +95,7 @@ enum Source {
 }
 
 impl Source {
-    #[allow(clippy::result_large_err)]
-    fn from_request(source: Option<&VolumeContentSource>) -> Result<Source, Status> {
+    fn from_request(source: Option<&VolumeContentSource>) -> Result<Source, ControllerError> {
         match source.and_then(|s| s.r#type.as_ref()) {
             None => Ok(Source::Blank),
             Some(SourceType::Snapshot(s)) => {
@@ -197,20 +193,18 @@ fn droplet_id(node_id: &str) -> Option<u64> {
     node_id.parse::<u64>().ok().filter(|&id| id > 0)
 }
 
-fn node_not_found(node_id: &str) -> Status {
-    Status::not_found(format!(
-        "node {node_id:?} not found: node ids are droplet ids, and no such droplet exists"
-    ))
+fn node_not_found(node_id: &str) -> ControllerError {
+    ControllerError::NodeNotFound {
+        node_id: node_id.to_string(),
+    }
 }
 
-fn volume_not_found(volume_id: &str) -> Status {
-    Status::not_found(format!("volume {volume_id:?} not found"))
-}
-
-/// A cloud error about a volume the request named: NOT_FOUND names the volume.
-fn volume_error(volume_id: &str, e: CloudError) -> Status {
+/// A cloud error about a volume the request named: not found names the volume.
+fn volume_error(volume_id: &str, e: CloudError) -> ControllerError {
     match e {
-        CloudError::NotFound { .. } => volume_not_found(volume_id),
+        CloudError::NotFound { .. } => ControllerError::VolumeNotFound {
+            volume_id: volume_id.to_string(),
+        },
         e => e.into(),
     }
 }
@@ -220,18 +214,19 @@ async fn existing_volume(
     cloud: &dyn CloudApi,
     volume_id: &str,
     deadline: Deadline,
-) -> Result<cloud::Volume, Status> {
+) -> Result<cloud::Volume, ControllerError> {
     cloud
         .get_volume(volume_id, deadline)
         .await
         .map_err(|e| volume_error(volume_id, e))
 }
 
-/// ABORTED after [`RECONCILE_ROUNDS`] re-reads that each found the volume changed again.
-fn kept_changing(volume_id: &str, while_being: &str) -> Status {
-    Status::aborted(format!(
-        "volume {volume_id} kept changing while being {while_being}; retry"
-    ))
+/// After [`RECONCILE_ROUNDS`] re-reads that each found the volume changed again.
+fn kept_changing(volume_id: &str, while_being: &str) -> ControllerError {
+    ControllerError::KeptChanging {
+        volume_id: volume_id.to_string(),
+        while_being: while_being.to_string(),
+    }
 }
 
 /// The volume with this CSI name, whatever its region.
@@ -306,7 +301,7 @@ async fn attachment_pending(
     pending: CloudError,
     deadline: Deadline,
     done: impl Fn(&cloud::Volume) -> bool,
-) -> Result<(), Status> {
+) -> Result<(), ControllerError> {
     if attachment_in_flight(cloud, volume_id, deadline)
         .await?
         .is_some()
@@ -318,9 +313,10 @@ async fn attachment_pending(
         Err(CloudError::NotFound { .. }) => return Ok(()),
         _ => {}
     }
-    Err(Status::aborted(format!(
-        "node {droplet} has another attach or detach in progress; retry later ({pending})"
-    )))
+    Err(ControllerError::DropletBusy {
+        node: droplet,
+        pending,
+    })
 }
 
 /// A volume's condition, from its actions: abnormal when the latest one errored or one has
@@ -381,35 +377,32 @@ struct Wanted<'a> {
 }
 
 impl Wanted<'_> {
-    /// OK when `existing` is what was asked for, ALREADY_EXISTS saying how it differs.
-    #[allow(clippy::result_large_err)]
-    fn check(&self, existing: &cloud::Volume) -> Result<(), Status> {
+    /// OK when `existing` is what was asked for, else an error saying how it differs.
+    fn check(&self, existing: &cloud::Volume) -> Result<(), ControllerError> {
         let record = VolumeRecord::of(&existing.name, &existing.description);
-        let differs = |what: String| {
-            Err(Status::already_exists(format!(
-                "volume {:?} already exists as {} with {what}",
-                self.name, existing.id
-            )))
+        let differs = |differs: VolumeDiffers| {
+            Err(ControllerError::VolumeExists {
+                name: self.name.to_string(),
+                volume_id: existing.id.clone(),
+                differs,
+            })
         };
         if !params::range_allows(self.range, existing.size_gib) {
-            return differs(format!(
-                "{} GiB, outside the requested capacity_range",
-                existing.size_gib
-            ));
+            return differs(VolumeDiffers::Size {
+                gib: existing.size_gib,
+            });
         }
         let source = Source::of_record(&record);
         if &source != self.source {
-            return differs(format!(
-                "{} as its source, not {}",
-                source.describe(),
-                self.source.describe()
-            ));
+            return differs(VolumeDiffers::Source {
+                existing: source.describe(),
+                wanted: self.source.describe(),
+            });
         }
         if !self.placement.allows(&existing.region) {
-            return differs(format!(
-                "region {}, outside the requested topology",
-                existing.region
-            ));
+            return differs(VolumeDiffers::Region {
+                region: existing.region.clone(),
+            });
         }
         Ok(())
     }
@@ -427,10 +420,8 @@ impl Controller for ControllerService {
         check_capabilities(&req.volume_capabilities, "volume_capabilities")?;
         check_map_size(&req.parameters, "parameters")?;
         check_map_size(&req.mutable_parameters, "mutable_parameters")?;
-        let params =
-            params::parse_create_params(&req.parameters).map_err(Status::invalid_argument)?;
-        let mutable = params::parse_mutable_params(&req.mutable_parameters)
-            .map_err(Status::invalid_argument)?;
+        let params = params::parse_create_params(&req.parameters)?;
+        let mutable = params::parse_mutable_params(&req.mutable_parameters)?;
         let range = req.capacity_range.as_ref();
         let size_gib = params::size_for_range(range)?;
         let source = Source::from_request(req.volume_content_source.as_ref())?;
@@ -461,16 +452,20 @@ impl Controller for ControllerService {
             Source::Snapshot(id) => match cloud.get_snapshot(id, deadline).await {
                 Ok(s) => (Some(s.region), s.min_disk_size_gib),
                 Err(CloudError::NotFound { .. }) => {
-                    return Err(Status::not_found(format!(
-                        "source snapshot {id:?} not found"
-                    )))
+                    return Err(ControllerError::SourceSnapshotNotFound {
+                        snapshot_id: id.clone(),
+                    }
+                    .into())
                 }
                 Err(e) => return Err(e.into()),
             },
             Source::Volume(id) => match cloud.get_volume(id, deadline).await {
                 Ok(v) => (Some(v.region), v.size_gib),
                 Err(CloudError::NotFound { .. }) => {
-                    return Err(Status::not_found(format!("source volume {id:?} not found")))
+                    return Err(ControllerError::SourceVolumeNotFound {
+                        volume_id: id.clone(),
+                    }
+                    .into())
                 }
                 Err(e) => return Err(e.into()),
             },
@@ -528,10 +523,11 @@ impl Controller for ControllerService {
                 }
             }
             Err(CloudError::NotFound { message }) if source != Source::Blank => {
-                return Err(Status::not_found(format!(
-                    "{} not found: {message}",
-                    source.describe()
-                )))
+                return Err(ControllerError::SourceGone {
+                    origin: source.describe(),
+                    message,
+                }
+                .into())
             }
             Err(e) => return Err(e.into()),
         };
@@ -566,14 +562,16 @@ impl Controller for ControllerService {
             Err(e) => return Err(e.into()),
         };
         match volume.droplet_ids.first() {
-            Some(node) => Err(Status::failed_precondition(format!(
-                "volume {} is published to node {node}; unpublish it before deleting",
-                volume.id
-            ))),
-            None => Err(Status::failed_precondition(format!(
-                "volume {} is in use: {message}",
-                volume.id
-            ))),
+            Some(&node) => Err(ControllerError::StillPublished {
+                volume_id: volume.id,
+                node,
+            }
+            .into()),
+            None => Err(ControllerError::VolumeInUse {
+                volume_id: volume.id,
+                message,
+            }
+            .into()),
         }
     }
 
@@ -604,43 +602,40 @@ impl Controller for ControllerService {
             let volume = existing_volume(cloud, &req.volume_id, deadline).await?;
             match cloud.get_droplet(node, deadline).await {
                 Ok(_) => {}
-                Err(CloudError::NotFound { .. }) => return Err(node_not_found(&req.node_id)),
+                Err(CloudError::NotFound { .. }) => return Err(node_not_found(&req.node_id).into()),
                 Err(e) => return Err(e.into()),
             }
             if volume.droplet_ids.contains(&node) {
                 if req.readonly {
-                    return Err(Status::already_exists(format!(
-                        "volume {} is already published to node {node} read-write; a read-only \
-                         publish is incompatible",
-                        volume.id
-                    )));
+                    return Err(ControllerError::PublishedReadWrite {
+                        volume_id: volume.id,
+                        node,
+                    }
+                    .into());
                 }
                 return Ok(Response::new(ControllerPublishVolumeResponse {
                     publish_context: publish_context(&volume),
                 }));
             }
-            if let Some(other) = volume.droplet_ids.first() {
-                return Err(Status::failed_precondition(format!(
-                    "volume {} is published to node {other}; a block storage volume attaches to \
-                     one node at a time, so unpublish it from node {other} first",
-                    volume.id
-                )));
+            if let Some(&other) = volume.droplet_ids.first() {
+                return Err(ControllerError::AttachedElsewhere {
+                    volume_id: volume.id,
+                    node: other,
+                }
+                .into());
             }
             if req.readonly {
-                return Err(Status::invalid_argument(
-                    "readonly: PUBLISH_READONLY is not supported: volumes attach read-write; \
-                     use a read-only access mode or mount option instead",
-                ));
+                return Err(ControllerError::ReadOnlyUnsupported.into());
             }
             // A retry after a timeout: resume the attach (or finish the detach) in flight.
             if let Some(action) = attachment_in_flight(cloud, &volume.id, deadline).await? {
                 if let (ActionKind::Attach, Some(other)) = (&action.kind, action.droplet_id) {
                     if other != node {
-                        return Err(Status::failed_precondition(format!(
-                            "volume {} is being attached to node {other}; unpublish it from node \
-                             {other} first",
-                            volume.id
-                        )));
+                        return Err(ControllerError::AttachingElsewhere {
+                            volume_id: volume.id,
+                            node: other,
+                        }
+                        .into());
                     }
                 }
                 wait_for_action(cloud, action, deadline).await?;
@@ -665,17 +660,12 @@ impl Controller for ControllerService {
                     continue;
                 }
                 Err(CloudError::DropletLimit { message }) => {
-                    return Err(Status::resource_exhausted(format!(
-                        "node {node} has as many volumes as it can hold: {message}"
-                    )))
+                    return Err(ControllerError::NodeFull { node, message }.into())
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(kept_changing(
-            &req.volume_id,
-            &format!("published to node {node}"),
-        ))
+        Err(kept_changing(&req.volume_id, &format!("published to node {node}")).into())
     }
 
     async fn controller_unpublish_volume(
@@ -755,7 +745,7 @@ impl Controller for ControllerService {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(kept_changing(&req.volume_id, "unpublished"))
+        Err(kept_changing(&req.volume_id, "unpublished").into())
     }
 
     async fn validate_volume_capabilities(
@@ -766,24 +756,29 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         require(&req.volume_id, "volume_id")?;
         if req.volume_capabilities.is_empty() {
-            return Err(Status::invalid_argument("volume_capabilities is required"));
+            return Err(ControllerError::Missing {
+                field: "volume_capabilities",
+            }
+            .into());
         }
         check_map_size(&req.parameters, "parameters")?;
         check_map_size(&req.mutable_parameters, "mutable_parameters")?;
         check_map_size(&req.volume_context, "volume_context")?;
         let cloud = self.cloud()?;
         existing_volume(cloud, &req.volume_id, deadline).await?;
-        let unsupported = req
-            .volume_capabilities
-            .iter()
-            .enumerate()
-            .find_map(|(i, cap)| {
-                params::capability_support(cap)
-                    .err()
-                    .map(|why| format!("volume_capabilities[{i}]: {why}"))
-            })
-            .or_else(|| params::parse_create_params(&req.parameters).err())
-            .or_else(|| params::parse_mutable_params(&req.mutable_parameters).err());
+        let unsupported =
+            params::first_unsupported(&req.volume_capabilities, "volume_capabilities")
+                .or_else(|| {
+                    params::parse_create_params(&req.parameters)
+                        .err()
+                        .map(Into::into)
+                })
+                .or_else(|| {
+                    params::parse_mutable_params(&req.mutable_parameters)
+                        .err()
+                        .map(Into::into)
+                })
+                .map(|e: ControllerError| e.to_string());
         if let Some(message) = unsupported {
             return Ok(Response::new(ValidateVolumeCapabilitiesResponse {
                 confirmed: None,
@@ -845,8 +840,7 @@ impl Controller for ControllerService {
         let deadline = Deadline::from_metadata(request.metadata());
         let req = request.into_inner();
         check_map_size(&req.parameters, "parameters")?;
-        let params =
-            params::parse_create_params(&req.parameters).map_err(Status::invalid_argument)?;
+        let params = params::parse_create_params(&req.parameters)?;
         let cloud = self.cloud()?;
         let answer = |available: i64| {
             Ok(Response::new(GetCapacityResponse {
@@ -917,8 +911,7 @@ impl Controller for ControllerService {
         require(&req.name, "name")?;
         require(&req.source_volume_id, "source_volume_id")?;
         check_map_size(&req.parameters, "parameters")?;
-        let tags =
-            params::parse_snapshot_params(&req.parameters).map_err(Status::invalid_argument)?;
+        let tags = params::parse_snapshot_params(&req.parameters)?;
         let _name_guard = self.lock("snapshot-name", &req.name)?;
         let _volume_guard = self.lock("volume", &req.source_volume_id)?;
         let cloud = self.cloud()?;
@@ -928,10 +921,13 @@ impl Controller for ControllerService {
                     snapshot: Some(csi_snapshot(&s)),
                 }))
             } else {
-                Err(Status::already_exists(format!(
-                    "snapshot {:?} already exists as {} of volume {}, not of volume {}",
-                    req.name, s.id, s.volume_id, req.source_volume_id
-                )))
+                Err(ControllerError::SnapshotExists {
+                    name: req.name.clone(),
+                    snapshot_id: s.id,
+                    volume_id: s.volume_id,
+                    wanted_volume_id: req.source_volume_id.clone(),
+                }
+                .into())
             }
         };
         if let Some(existing) = find_snapshot(cloud, &req.name, deadline).await? {
@@ -947,10 +943,10 @@ impl Controller for ControllerService {
             .await
         {
             Ok(s) => same_or_conflict(s),
-            Err(CloudError::NotFound { .. }) => Err(Status::not_found(format!(
-                "source volume {:?} not found",
-                req.source_volume_id
-            ))),
+            Err(CloudError::NotFound { .. }) => Err(ControllerError::SourceVolumeNotFound {
+                volume_id: req.source_volume_id.clone(),
+            }
+            .into()),
             // A retry whose first attempt was applied, or a concurrent create.
             Err(e @ CloudError::NameInUse { .. }) => {
                 match find_snapshot(cloud, &req.name, deadline).await? {
@@ -977,10 +973,11 @@ impl Controller for ControllerService {
                 Ok(Response::new(DeleteSnapshotResponse {}))
             }
             Err(CloudError::VolumeInUse { message } | CloudError::NameInUse { message }) => {
-                Err(Status::failed_precondition(format!(
-                    "snapshot {} is in use: {message}",
-                    req.snapshot_id
-                )))
+                Err(ControllerError::SnapshotInUse {
+                    snapshot_id: req.snapshot_id.clone(),
+                    message,
+                }
+                .into())
             }
             Err(e) => Err(e.into()),
         }
@@ -1049,10 +1046,10 @@ impl Controller for ControllerService {
             Ok(s) => Ok(Response::new(GetSnapshotResponse {
                 snapshot: Some(csi_snapshot(&s)),
             })),
-            Err(CloudError::NotFound { .. }) => Err(Status::not_found(format!(
-                "snapshot {:?} not found",
-                req.snapshot_id
-            ))),
+            Err(CloudError::NotFound { .. }) => Err(ControllerError::SnapshotNotFound {
+                snapshot_id: req.snapshot_id.clone(),
+            }
+            .into()),
             Err(e) => Err(e.into()),
         }
     }
@@ -1067,7 +1064,9 @@ impl Controller for ControllerService {
         let range = req
             .capacity_range
             .as_ref()
-            .ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
+            .ok_or(ControllerError::Missing {
+                field: "capacity_range",
+            })?;
         if let Some(cap) = &req.volume_capability {
             check_capability(Some(cap), "volume_capability")?;
         }
@@ -1098,15 +1097,17 @@ impl Controller for ControllerService {
                 }
                 Err(CloudError::PendingEvent { .. }) => continue,
                 Err(CloudError::QuotaExceeded { message }) => {
-                    return Err(Status::resource_exhausted(format!(
-                        "volume {} can't grow to {target_gib} GiB: {message}",
-                        volume.id
-                    )))
+                    return Err(ControllerError::CannotGrow {
+                        volume_id: volume.id,
+                        target_gib,
+                        message,
+                    }
+                    .into())
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(kept_changing(&req.volume_id, "expanded"))
+        Err(kept_changing(&req.volume_id, "expanded").into())
     }
 
     async fn controller_get_volume(
@@ -1143,8 +1144,7 @@ impl Controller for ControllerService {
         existing_volume(cloud, &req.volume_id, deadline).await?;
         // Validate everything before applying anything. Empty mutable_parameters ask for
         // no change: "only the keys given are modified", so the answer is OK.
-        let mutable = params::parse_mutable_params(&req.mutable_parameters)
-            .map_err(Status::invalid_argument)?;
+        let mutable = params::parse_mutable_params(&req.mutable_parameters)?;
         if let Some(tags) = mutable.tags {
             cloud
                 .set_volume_tags(&req.volume_id, tags, deadline)

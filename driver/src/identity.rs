@@ -125,11 +125,17 @@ impl Identity for IdentityService {
     ) -> Result<Response<ProbeResponse>, Status> {
         match self.driver.readiness().await {
             Ok(()) => Ok(Response::new(ProbeResponse { ready: Some(true) })),
-            Err(reason) => Err(Status::failed_precondition(format!(
-                "plugin is not ready: {reason}"
-            ))),
+            Err(reason) => Err(IdentityError::NotReady { reason }.into()),
         }
     }
+}
+
+/// Why an Identity RPC failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// Probe found the plugin unable to serve (its cloud unreachable, say).
+    #[error("plugin is not ready: {reason}")]
+    NotReady { reason: String },
 }
 
 #[cfg(test)]

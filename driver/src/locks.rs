@@ -20,6 +20,20 @@ pub struct OperationLocks {
     droplets: Arc<Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
+/// Why an operation may not go ahead now; the CO retries later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockError {
+    /// Another operation holds the key.
+    #[error("an operation on {key} is already in progress; retry later")]
+    Busy { key: String },
+    /// The droplet's turn would come too late to finish before the deadline.
+    #[error(
+        "node {droplet} is busy with other volumes' attaches and detaches, and this                  \
+         one's turn would not come in time; retry later"
+    )]
+    TurnTooLate { droplet: u64 },
+}
+
 /// Held while an attach or detach on a droplet runs; the next in line goes when dropped.
 #[derive(Debug)]
 pub struct DropletTurn {
@@ -38,14 +52,13 @@ impl OperationLocks {
         Self::default()
     }
 
-    /// Take `key`, or fail with ABORTED naming it when another operation holds it.
-    #[allow(clippy::result_large_err)]
-    pub fn try_lock(&self, key: &str) -> Result<OperationGuard, tonic::Status> {
+    /// Take `key`, or fail naming it when another operation holds it.
+    pub fn take(&self, key: &str) -> Result<OperationGuard, LockError> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         if !held.insert(key.to_string()) {
-            return Err(tonic::Status::aborted(format!(
-                "an operation on {key} is already in progress; retry later"
-            )));
+            return Err(LockError::Busy {
+                key: key.to_string(),
+            });
         }
         Ok(OperationGuard {
             held: self.held.clone(),
@@ -53,16 +66,21 @@ impl OperationLocks {
         })
     }
 
+    /// [`take`](Self::take) for a caller that answers with a gRPC status (the node).
+    #[allow(clippy::result_large_err)]
+    pub fn try_lock(&self, key: &str) -> Result<OperationGuard, tonic::Status> {
+        self.take(key).map_err(Into::into)
+    }
+
     /// Wait for the droplet's turn, in arrival order. `needs` is how long the operation
     /// is expected to take once it has its turn: a turn that would leave less than that
     /// before the deadline is given up for ABORTED, so the CO retries later.
-    #[allow(clippy::result_large_err)]
     pub async fn droplet_turn(
         &self,
         droplet: u64,
         deadline: Deadline,
         needs: Duration,
-    ) -> Result<DropletTurn, tonic::Status> {
+    ) -> Result<DropletTurn, LockError> {
         let queue = self
             .droplets
             .lock()
@@ -79,9 +97,7 @@ impl OperationLocks {
             .unwrap_or_else(tokio::time::Instant::now);
         match tokio::time::timeout_at(latest, queue.lock_owned()).await {
             Ok(turn) => Ok(DropletTurn { _turn: turn }),
-            Err(_) => Err(tonic::Status::aborted(format!(
-                "node {droplet} is busy with other volumes' attaches and detaches, and this                  one's turn would not come in time; retry later"
-            ))),
+            Err(_) => Err(LockError::TurnTooLate { droplet }),
         }
     }
 
@@ -118,10 +134,12 @@ mod tests {
         assert!(!waiter.is_finished());
         // ...and one that needs more time than its deadline leaves is ABORTED.
         let short = Deadline::after(Duration::from_millis(50));
-        let err = locks
-            .droplet_turn(1, short, Duration::from_millis(40))
-            .await
-            .unwrap_err();
+        let err = tonic::Status::from(
+            locks
+                .droplet_turn(1, short, Duration::from_millis(40))
+                .await
+                .unwrap_err(),
+        );
         assert_eq!(err.code(), tonic::Code::Aborted);
         assert_eq!(
             err.message(),

@@ -4,6 +4,9 @@
 use tonic::{Code, Status};
 
 use crate::cloud::CloudError;
+use crate::controller::error::ControllerError;
+use crate::identity::IdentityError;
+use crate::locks::LockError;
 
 /// Longest piece of a request echoed in an error message.
 const MAX_ECHO_CHARS: usize = 64;
@@ -48,6 +51,97 @@ pub fn cloud_status(err: &CloudError) -> Status {
 impl From<CloudError> for Status {
     fn from(err: CloudError) -> Status {
         cloud_status(&err)
+    }
+}
+
+// ---- Controller ----
+
+/// The status for a Controller error.
+pub fn controller_status(err: &ControllerError) -> Status {
+    use ControllerError as E;
+    let code = match err {
+        E::Cloud(cloud) => return cloud_status(cloud),
+        E::Lock(lock) => return lock_status(lock),
+        E::Missing { .. }
+        | E::TooLong { .. }
+        | E::MapTooLarge { .. }
+        | E::UnsupportedCapability { .. }
+        | E::Parameters(_)
+        | E::NegativeCapacity
+        | E::ReadOnlyUnsupported
+        | E::NegativeMaxEntries { .. }
+        // The request asks for two regions at once.
+        | E::RegionDiffersFromSource { .. } => Code::InvalidArgument,
+        // spec: a token the plugin did not issue is ABORTED.
+        E::ForeignToken { .. } => Code::Aborted,
+        E::RequiredOverLimit { .. }
+        | E::LimitBelowSmallest { .. }
+        | E::OverLargest { .. }
+        | E::NoWholeGib { .. }
+        | E::SourceOverLimit { .. } => Code::OutOfRange,
+        // spec: a topology that can't be met is RESOURCE_EXHAUSTED.
+        E::NoKnownTopology
+        | E::RegionOutsideRequisite { .. }
+        | E::RegionUnavailable { .. }
+        | E::TopologyUnavailable { .. }
+        | E::NodeFull { .. }
+        | E::CannotGrow { .. } => Code::ResourceExhausted,
+        E::VolumeNotFound { .. }
+        | E::SnapshotNotFound { .. }
+        | E::SourceSnapshotNotFound { .. }
+        | E::SourceVolumeNotFound { .. }
+        | E::SourceGone { .. }
+        | E::NodeNotFound { .. } => Code::NotFound,
+        E::VolumeExists { .. } | E::SnapshotExists { .. } | E::PublishedReadWrite { .. } => {
+            Code::AlreadyExists
+        }
+        // The volume's state (or the process's role) forbids it; retrying as is fails.
+        E::StillPublished { .. }
+        | E::VolumeInUse { .. }
+        | E::SnapshotInUse { .. }
+        | E::AttachedElsewhere { .. }
+        | E::AttachingElsewhere { .. }
+        | E::NoCloud => Code::FailedPrecondition,
+        // Transient: the CO retries.
+        E::DropletBusy { .. } | E::KeptChanging { .. } => Code::Aborted,
+    };
+    Status::new(code, err.to_string())
+}
+
+impl From<ControllerError> for Status {
+    fn from(err: ControllerError) -> Status {
+        controller_status(&err)
+    }
+}
+
+impl From<crate::controller::params::ParamError> for Status {
+    fn from(err: crate::controller::params::ParamError) -> Status {
+        controller_status(&ControllerError::Parameters(err))
+    }
+}
+
+/// The status for a lock refused: the CO retries later.
+pub fn lock_status(err: &LockError) -> Status {
+    match err {
+        LockError::Busy { .. } | LockError::TurnTooLate { .. } => {
+            Status::new(Code::Aborted, err.to_string())
+        }
+    }
+}
+
+impl From<LockError> for Status {
+    fn from(err: LockError) -> Status {
+        lock_status(&err)
+    }
+}
+
+impl From<IdentityError> for Status {
+    fn from(err: IdentityError) -> Status {
+        let code = match err {
+            // Probe's answer when the plugin can't serve yet.
+            IdentityError::NotReady { .. } => Code::FailedPrecondition,
+        };
+        Status::new(code, err.to_string())
     }
 }
 

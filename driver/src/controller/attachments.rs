@@ -12,8 +12,7 @@
 //!
 //! [`OperationLocks::droplet_turn`]: crate::locks::OperationLocks::droplet_turn
 
-use tonic::Status;
-
+use super::error::ControllerError;
 use super::ControllerService;
 use crate::cloud::wait::wait_for_action;
 use crate::cloud::{self, ActionKind, CloudApi, CloudError, Deadline};
@@ -28,12 +27,13 @@ impl ControllerService {
         droplet: u64,
         kind: ActionKind,
         deadline: Deadline,
-    ) -> Result<DropletTurn, Status> {
+    ) -> Result<DropletTurn, ControllerError> {
         let needs = cloud.waits().expected(&kind).unwrap_or_default();
-        self.driver
+        Ok(self
+            .driver
             .locks
             .droplet_turn(droplet, deadline, needs)
-            .await
+            .await?)
     }
 
     /// Attach a volume the backend knows to `node` the quick way. `Some(volume)` once
@@ -44,7 +44,7 @@ impl ControllerService {
         volume_id: &str,
         node: u64,
         deadline: Deadline,
-    ) -> Result<Option<cloud::Volume>, Status> {
+    ) -> Result<Option<cloud::Volume>, ControllerError> {
         let Some(volume) = cloud.known_volume(volume_id) else {
             return Ok(None);
         };
@@ -68,7 +68,7 @@ impl ControllerService {
         volume_id: &str,
         node: u64,
         deadline: Deadline,
-    ) -> Result<bool, Status> {
+    ) -> Result<bool, ControllerError> {
         let Some(volume) = cloud.known_volume(volume_id) else {
             return Ok(false);
         };
@@ -87,7 +87,7 @@ impl ControllerService {
 
 /// A refusal of the quick way: the careful way looks into it, unless time or the
 /// request budget has run out, which it would only meet again.
-fn careful_unless_out_of_time(e: CloudError) -> Result<(), Status> {
+fn careful_unless_out_of_time(e: CloudError) -> Result<(), ControllerError> {
     match e {
         CloudError::Timeout { .. } | CloudError::RateLimited { .. } => Err(e.into()),
         _ => Ok(()),

@@ -11,7 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tonic::Status;
+
+use super::error::ControllerError;
 
 /// Where a page ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,13 +34,10 @@ impl Cursor {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
     }
 
-    #[allow(clippy::result_large_err)]
-    fn decode(token: &str, kind: &str) -> Result<Cursor, Status> {
-        let refused = || {
-            Status::aborted(format!(
-                "starting_token {} is not a token this driver issued for listing {kind}",
-                super::params::shown(token)
-            ))
+    fn decode(token: &str, kind: &'static str) -> Result<Cursor, ControllerError> {
+        let refused = || ControllerError::ForeignToken {
+            token: token.to_string(),
+            kind,
         };
         let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| refused())?;
         let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| refused())?;
@@ -55,12 +53,13 @@ impl Cursor {
 }
 
 /// Check `starting_token` and `max_entries` before any work is done.
-#[allow(clippy::result_large_err)]
-pub fn validate(starting_token: &str, kind: &str, max_entries: i32) -> Result<(), Status> {
+pub fn validate(
+    starting_token: &str,
+    kind: &'static str,
+    max_entries: i32,
+) -> Result<(), ControllerError> {
     if max_entries < 0 {
-        return Err(Status::invalid_argument(format!(
-            "max_entries must not be negative, got {max_entries}"
-        )));
+        return Err(ControllerError::NegativeMaxEntries { max_entries });
     }
     if !starting_token.is_empty() {
         Cursor::decode(starting_token, kind)?;
@@ -76,15 +75,14 @@ pub struct Page<T> {
 }
 
 /// The page of `items` after `starting_token`, at most `max_entries` long (0: no limit).
-/// INVALID_ARGUMENT for a negative `max_entries`, ABORTED for a token not issued here.
-#[allow(clippy::result_large_err)]
+/// Refused for a negative `max_entries`, or a token not issued here.
 pub fn page<T>(
     mut items: Vec<T>,
     key: impl Fn(&T) -> (DateTime<Utc>, &str),
-    kind: &str,
+    kind: &'static str,
     starting_token: &str,
     max_entries: i32,
-) -> Result<Page<T>, Status> {
+) -> Result<Page<T>, ControllerError> {
     validate(starting_token, kind, max_entries)?;
     let cursor = if starting_token.is_empty() {
         None
@@ -146,7 +144,7 @@ mod tests {
         page.items.iter().map(|(_, id)| id.as_str()).collect()
     }
 
-    fn list(items: &[Item], token: &str, max: i32) -> Result<Page<Item>, Status> {
+    fn list(items: &[Item], token: &str, max: i32) -> Result<Page<Item>, ControllerError> {
         page(
             items.to_vec(),
             |(t, id)| (*t, id.as_str()),
@@ -193,9 +191,11 @@ mod tests {
     #[test]
     fn foreign_tokens_are_aborted_and_negative_limits_invalid() {
         for bad in ["abcdefg", "invalid-token", "e30", "!!"] {
-            assert_eq!(
-                list(&[], bad, 0).unwrap_err().code(),
-                tonic::Code::Aborted,
+            assert!(
+                matches!(
+                    list(&[], bad, 0).unwrap_err(),
+                    ControllerError::ForeignToken { .. }
+                ),
                 "{bad}"
             );
         }
@@ -207,10 +207,13 @@ mod tests {
             &p.next_token,
             0,
         );
-        assert_eq!(wrong_kind.unwrap_err().code(), tonic::Code::Aborted);
+        assert!(matches!(
+            wrong_kind.unwrap_err(),
+            ControllerError::ForeignToken { .. }
+        ));
         assert_eq!(
-            list(&[], "", -1).unwrap_err().code(),
-            tonic::Code::InvalidArgument
+            list(&[], "", -1).unwrap_err(),
+            ControllerError::NegativeMaxEntries { max_entries: -1 }
         );
     }
 }

@@ -14,14 +14,13 @@
 
 use std::collections::HashMap;
 
-use csi_proto::v1::volume_capability::access_mode::Mode;
-use csi_proto::v1::volume_capability::AccessType;
-use csi_proto::v1::{CapacityRange, Topology, TopologyRequirement, VolumeCapability};
-use tonic::Status;
-
+use super::error::ControllerError;
 use crate::cloud::{GIB, MAX_VOLUME_GIB, MIN_VOLUME_GIB};
 use crate::config::TOPOLOGY_REGION_KEY;
 pub use crate::status::shown;
+use csi_proto::v1::volume_capability::access_mode::Mode;
+use csi_proto::v1::volume_capability::AccessType;
+use csi_proto::v1::{CapacityRange, Topology, TopologyRequirement, VolumeCapability};
 
 /// Longest string field the spec requires a plugin to accept, and the most it must.
 pub const MAX_STRING_BYTES: usize = 128;
@@ -45,44 +44,66 @@ pub const PARAM_TAGS: &str = "tags";
 pub const SUPPORTED_FS_TYPES: [&str; 2] = ["ext4", "xfs"];
 
 /// A string field that must be present, within the size limit.
-#[allow(clippy::result_large_err)]
-pub fn require(value: &str, field: &str) -> Result<(), Status> {
+pub fn require(value: &str, field: &'static str) -> Result<(), ControllerError> {
     if value.is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is required")));
+        return Err(ControllerError::Missing { field });
     }
     check_length(value, field)
 }
 
 /// An optional string field within the size limit.
-#[allow(clippy::result_large_err)]
-pub fn check_length(value: &str, field: &str) -> Result<(), Status> {
+pub fn check_length(value: &str, field: &'static str) -> Result<(), ControllerError> {
     if value.len() > MAX_STRING_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "{field} is {} bytes; at most {MAX_STRING_BYTES} are allowed",
-            value.len()
-        )));
+        return Err(ControllerError::TooLong {
+            field,
+            len: value.len(),
+        });
     }
     Ok(())
 }
 
 /// A map field within the size limit.
-#[allow(clippy::result_large_err)]
-pub fn check_map_size(map: &HashMap<String, String>, field: &str) -> Result<(), Status> {
+pub fn check_map_size(
+    map: &HashMap<String, String>,
+    field: &'static str,
+) -> Result<(), ControllerError> {
     let size: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > MAX_MAP_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "{field} is {size} bytes; at most {MAX_MAP_BYTES} are allowed"
-        )));
+        return Err(ControllerError::MapTooLarge { field, size });
     }
     Ok(())
 }
 
+/// Why a volume capability can't be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CapabilityError {
+    #[error("access_mode is required")]
+    NoAccessMode,
+    /// Any MULTI_NODE mode: a volume attaches to one droplet.
+    #[error(
+        "access mode {} is not supported: a block storage volume attaches to one droplet at a \
+         time",
+        mode.as_str_name()
+    )]
+    MultiNode { mode: Mode },
+    #[error("access mode {mode} is not a known mode")]
+    UnknownMode { mode: i32 },
+    #[error("access_type is required: block or mount")]
+    NoAccessType,
+    #[error(
+        "fs_type {} is not supported; use one of {}",
+        shown(fs_type),
+        SUPPORTED_FS_TYPES.join(", ")
+    )]
+    UnsupportedFs { fs_type: String },
+}
+
 /// Why a capability is not supported, or Ok.
-pub fn capability_support(cap: &VolumeCapability) -> Result<(), String> {
+pub fn capability_support(cap: &VolumeCapability) -> Result<(), CapabilityError> {
     let mode = cap
         .access_mode
         .as_ref()
-        .ok_or_else(|| "access_mode is required".to_string())?;
+        .ok_or(CapabilityError::NoAccessMode)?;
     match Mode::try_from(mode.mode) {
         Ok(
             Mode::SingleNodeWriter
@@ -90,51 +111,63 @@ pub fn capability_support(cap: &VolumeCapability) -> Result<(), String> {
             | Mode::SingleNodeSingleWriter
             | Mode::SingleNodeMultiWriter,
         ) => {}
-        Ok(m @ (Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter)) => {
-            return Err(format!(
-                "access mode {} is not supported: a block storage volume attaches to one droplet at a time",
-                m.as_str_name()
-            ))
-        }
+        Ok(
+            mode @ (Mode::MultiNodeReaderOnly
+            | Mode::MultiNodeSingleWriter
+            | Mode::MultiNodeMultiWriter),
+        ) => return Err(CapabilityError::MultiNode { mode }),
         Ok(Mode::Unknown) | Err(_) => {
-            return Err(format!("access mode {} is not a known mode", mode.mode));
+            return Err(CapabilityError::UnknownMode { mode: mode.mode });
         }
     }
     match &cap.access_type {
-        None => Err("access_type is required: block or mount".to_string()),
+        None => Err(CapabilityError::NoAccessType),
         Some(AccessType::Block(_)) => Ok(()),
         Some(AccessType::Mount(m)) => {
             if m.fs_type.is_empty() || SUPPORTED_FS_TYPES.contains(&m.fs_type.as_str()) {
                 Ok(())
             } else {
-                Err(format!(
-                    "fs_type {} is not supported; use one of {}",
-                    shown(&m.fs_type),
-                    SUPPORTED_FS_TYPES.join(", ")
-                ))
+                Err(CapabilityError::UnsupportedFs {
+                    fs_type: m.fs_type.clone(),
+                })
             }
         }
     }
 }
 
-/// A required list of capabilities, each supported; INVALID_ARGUMENT otherwise.
-#[allow(clippy::result_large_err)]
-pub fn check_capabilities(caps: &[VolumeCapability], field: &str) -> Result<(), Status> {
-    if caps.is_empty() {
-        return Err(Status::invalid_argument(format!("{field} is required")));
-    }
-    for (i, cap) in caps.iter().enumerate() {
+/// The first unsupported capability of a list, named by its index in `field`.
+pub fn first_unsupported(caps: &[VolumeCapability], field: &str) -> Option<ControllerError> {
+    caps.iter().enumerate().find_map(|(i, cap)| {
         capability_support(cap)
-            .map_err(|why| Status::invalid_argument(format!("{field}[{i}]: {why}")))?;
-    }
-    Ok(())
+            .err()
+            .map(|why| ControllerError::UnsupportedCapability {
+                field: format!("{field}[{i}]"),
+                why,
+            })
+    })
 }
 
-/// A required single capability, supported; INVALID_ARGUMENT otherwise.
-#[allow(clippy::result_large_err)]
-pub fn check_capability(cap: Option<&VolumeCapability>, field: &str) -> Result<(), Status> {
-    let cap = cap.ok_or_else(|| Status::invalid_argument(format!("{field} is required")))?;
-    capability_support(cap).map_err(|why| Status::invalid_argument(format!("{field}: {why}")))
+/// A required list of capabilities, each supported.
+pub fn check_capabilities(
+    caps: &[VolumeCapability],
+    field: &'static str,
+) -> Result<(), ControllerError> {
+    if caps.is_empty() {
+        return Err(ControllerError::Missing { field });
+    }
+    first_unsupported(caps, field).map_or(Ok(()), Err)
+}
+
+/// A required single capability, supported.
+pub fn check_capability(
+    cap: Option<&VolumeCapability>,
+    field: &'static str,
+) -> Result<(), ControllerError> {
+    let cap = cap.ok_or(ControllerError::Missing { field })?;
+    capability_support(cap).map_err(|why| ControllerError::UnsupportedCapability {
+        field: field.to_string(),
+        why,
+    })
 }
 
 /// Parsed CreateVolume parameters.
@@ -148,25 +181,50 @@ pub struct CreateParams {
     pub pv: Option<String>,
 }
 
-fn unknown_key(key: &str, field: &str, accepted: &str) -> String {
-    format!(
-        "{field}: unknown key {}; accepted keys are {accepted}",
-        shown(key)
-    )
+/// Why a parameter map is refused; each names the offending key or value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error("{field}: unknown key {}; accepted keys are {accepted}", shown(key))]
+    UnknownKey {
+        field: &'static str,
+        key: String,
+        accepted: &'static str,
+    },
+    #[error(
+        "parameters: {} {} is not supported; use one of {}",
+        PARAM_FSTYPE,
+        shown(value),
+        SUPPORTED_FS_TYPES.join(", ")
+    )]
+    UnsupportedFsType { value: String },
+    #[error("parameters: region {} is not a region slug (e.g. nyc3)", shown(value))]
+    BadRegion { value: String },
+    #[error(
+        "{field}: tag {} is invalid; tags hold letters, digits, ':', '-' and '_', at most 255 \
+         characters",
+        shown(tag)
+    )]
+    BadTag { field: &'static str, tag: String },
+}
+
+fn unknown_key(key: &str, field: &'static str, accepted: &'static str) -> ParamError {
+    ParamError::UnknownKey {
+        field,
+        key: key.to_string(),
+        accepted,
+    }
 }
 
 /// CreateVolume's `parameters`; the error names the offending key.
-pub fn parse_create_params(map: &HashMap<String, String>) -> Result<CreateParams, String> {
+pub fn parse_create_params(map: &HashMap<String, String>) -> Result<CreateParams, ParamError> {
     let mut params = CreateParams::default();
     for (key, value) in map {
         match key.as_str() {
             PARAM_FSTYPE => {
                 if !SUPPORTED_FS_TYPES.contains(&value.as_str()) {
-                    return Err(format!(
-                        "parameters: {PARAM_FSTYPE} {} is not supported; use one of {}",
-                        shown(value),
-                        SUPPORTED_FS_TYPES.join(", ")
-                    ));
+                    return Err(ParamError::UnsupportedFsType {
+                        value: value.clone(),
+                    });
                 }
                 params.fs_type = Some(value.clone());
             }
@@ -176,10 +234,9 @@ pub fn parse_create_params(map: &HashMap<String, String>) -> Result<CreateParams
                         .chars()
                         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
                 {
-                    return Err(format!(
-                        "parameters: region {} is not a region slug (e.g. nyc3)",
-                        shown(value)
-                    ));
+                    return Err(ParamError::BadRegion {
+                        value: value.clone(),
+                    });
                 }
                 params.region = Some(value.clone());
             }
@@ -213,7 +270,7 @@ pub struct MutableParams {
 }
 
 /// `mutable_parameters`, of CreateVolume and ControllerModifyVolume.
-pub fn parse_mutable_params(map: &HashMap<String, String>) -> Result<MutableParams, String> {
+pub fn parse_mutable_params(map: &HashMap<String, String>) -> Result<MutableParams, ParamError> {
     let mut params = MutableParams::default();
     for (key, value) in map {
         match key.as_str() {
@@ -231,7 +288,7 @@ pub fn parse_mutable_params(map: &HashMap<String, String>) -> Result<MutablePara
 }
 
 /// CreateSnapshot's `parameters`: the tags.
-pub fn parse_snapshot_params(map: &HashMap<String, String>) -> Result<Vec<String>, String> {
+pub fn parse_snapshot_params(map: &HashMap<String, String>) -> Result<Vec<String>, ParamError> {
     let mut tags = Vec::new();
     for (key, value) in map {
         match key.as_str() {
@@ -250,7 +307,7 @@ pub fn parse_snapshot_params(map: &HashMap<String, String>) -> Result<Vec<String
 }
 
 /// Comma-separated DigitalOcean tags: letters, digits, ':', '-' and '_', at most 255 each.
-pub fn parse_tags(value: &str, field: &str) -> Result<Vec<String>, String> {
+pub fn parse_tags(value: &str, field: &'static str) -> Result<Vec<String>, ParamError> {
     let mut tags: Vec<String> = Vec::new();
     for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         let valid = tag.len() <= 255
@@ -258,11 +315,10 @@ pub fn parse_tags(value: &str, field: &str) -> Result<Vec<String>, String> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_'));
         if !valid {
-            return Err(format!(
-                "{field}: tag {} is invalid; tags hold letters, digits, ':', '-' and '_', \
-                 at most 255 characters",
-                shown(tag)
-            ));
+            return Err(ParamError::BadTag {
+                field,
+                tag: tag.to_string(),
+            });
         }
         if !tags.iter().any(|t| t == tag) {
             tags.push(tag.to_string());
@@ -271,71 +327,50 @@ pub fn parse_tags(value: &str, field: &str) -> Result<Vec<String>, String> {
     Ok(tags)
 }
 
-fn gib_text(bytes: i64) -> String {
-    format!("{} bytes ({:.2} GiB)", bytes, bytes as f64 / GIB as f64)
-}
-
 /// The size to create for a capacity range: the required bytes rounded up to whole GiB,
 /// 1 GiB when nothing is required. OUT_OF_RANGE when no size fits the range.
-#[allow(clippy::result_large_err)]
-pub fn size_for_range(range: Option<&CapacityRange>) -> Result<u64, Status> {
+pub fn size_for_range(range: Option<&CapacityRange>) -> Result<u64, ControllerError> {
     let Some(range) = range else {
         return Ok(MIN_VOLUME_GIB);
     };
     let (required, limit) = (range.required_bytes, range.limit_bytes);
     if required < 0 || limit < 0 {
-        return Err(Status::invalid_argument(
-            "capacity_range: required_bytes and limit_bytes must not be negative",
-        ));
+        return Err(ControllerError::NegativeCapacity);
     }
     if limit > 0 && required > limit {
-        return Err(Status::out_of_range(format!(
-            "capacity_range: required_bytes {} exceeds limit_bytes {}",
-            gib_text(required),
-            gib_text(limit)
-        )));
+        return Err(ControllerError::RequiredOverLimit { required, limit });
     }
     if limit > 0 && limit < GIB {
-        return Err(Status::out_of_range(format!(
-            "capacity_range: limit_bytes {} is below the smallest volume, 1 GiB",
-            gib_text(limit)
-        )));
+        return Err(ControllerError::LimitBelowSmallest { limit });
     }
     let max_bytes = MAX_VOLUME_GIB as i64 * GIB;
     if required > max_bytes {
-        return Err(Status::out_of_range(format!(
-            "capacity_range: required_bytes {} exceeds the largest volume, {MAX_VOLUME_GIB} GiB",
-            gib_text(required)
-        )));
+        return Err(ControllerError::OverLargest { required });
     }
     let gib = (required as u64).div_ceil(GIB as u64).max(MIN_VOLUME_GIB);
     if limit > 0 && gib as i64 * GIB > limit {
-        return Err(Status::out_of_range(format!(
-            "capacity_range: volumes come in whole GiB, and none lies between {} and {}",
-            gib_text(required),
-            gib_text(limit)
-        )));
+        return Err(ControllerError::NoWholeGib { required, limit });
     }
     Ok(gib)
 }
 
 /// Grow `gib` to at least `min_gib` (a source's size), within the range's limit.
-#[allow(clippy::result_large_err)]
 pub fn fit_to_source(
     range: Option<&CapacityRange>,
     gib: u64,
     min_gib: u64,
     source: &str,
-) -> Result<u64, Status> {
+) -> Result<u64, ControllerError> {
     if gib >= min_gib {
         return Ok(gib);
     }
     let limit = range.map_or(0, |r| r.limit_bytes);
     if limit > 0 && (min_gib as i64) * GIB > limit {
-        return Err(Status::out_of_range(format!(
-            "{source} holds {min_gib} GiB, more than capacity_range.limit_bytes {}",
-            gib_text(limit)
-        )));
+        return Err(ControllerError::SourceOverLimit {
+            origin: source.to_string(),
+            min_gib,
+            limit,
+        });
     }
     Ok(min_gib)
 }
@@ -398,35 +433,33 @@ impl Placement<'_> {
             && self.requisite().is_none_or(|r| r.contains(&region))
     }
 
-    /// The region to create in, among `available`. RESOURCE_EXHAUSTED when the requested
+    /// The region to create in, among `available`; an error says why the requested
     /// topology can't be met.
-    #[allow(clippy::result_large_err)]
-    pub fn choose(&self, available: &[String]) -> Result<String, Status> {
+    pub fn choose(&self, available: &[String]) -> Result<String, ControllerError> {
         let is_available = |r: &str| available.iter().any(|a| a == r);
         let requisite = self.requisite();
         if requisite.as_ref().is_some_and(|r| r.is_empty()) {
-            return Err(Status::resource_exhausted(format!(
-                "no requisite topology term can be met: this driver's only topology key is {TOPOLOGY_REGION_KEY:?}"
-            )));
+            return Err(ControllerError::NoKnownTopology);
         }
         if let (Some(p), Some(s)) = (self.parameter, self.source) {
             if p != s {
-                return Err(Status::invalid_argument(format!(
-                    "parameters: region {p:?} differs from the source's region {s:?}; a volume is made in its source's region"
-                )));
+                return Err(ControllerError::RegionDiffersFromSource {
+                    parameter: p.to_string(),
+                    origin: s.to_string(),
+                });
             }
         }
         if let Some(fixed) = self.parameter.or(self.source) {
             if !self.allows(fixed) {
-                return Err(Status::resource_exhausted(format!(
-                    "the volume must be in region {fixed}, which the requisite topology does not allow"
-                )));
+                return Err(ControllerError::RegionOutsideRequisite {
+                    region: fixed.to_string(),
+                });
             }
             if !is_available(fixed) {
-                return Err(Status::resource_exhausted(format!(
-                    "region {fixed} is not available; available regions: {}",
-                    available.join(", ")
-                )));
+                return Err(ControllerError::RegionUnavailable {
+                    region: fixed.to_string(),
+                    available: available.to_vec(),
+                });
             }
             return Ok(fixed.to_string());
         }
@@ -443,11 +476,8 @@ impl Placement<'_> {
             .into_iter()
             .find(|r| is_available(r))
             .map(str::to_string)
-            .ok_or_else(|| {
-                Status::resource_exhausted(format!(
-                    "the requested topology can't be met: none of its regions is available; available regions: {}",
-                    available.join(", ")
-                ))
+            .ok_or_else(|| ControllerError::TopologyUnavailable {
+                available: available.to_vec(),
             })
     }
 }
@@ -503,9 +533,10 @@ mod tests {
             access_type: None,
             ..cap(Mode::SingleNodeWriter, None)
         };
-        assert!(capability_support(&no_type)
-            .unwrap_err()
-            .contains("access_type"));
+        assert_eq!(
+            capability_support(&no_type),
+            Err(CapabilityError::NoAccessType)
+        );
     }
 
     fn range(required: i64, limit: i64) -> Option<CapacityRange> {
@@ -522,12 +553,24 @@ mod tests {
         assert_eq!(size_for_range(range(1, 0).as_ref()).unwrap(), 1);
         assert_eq!(size_for_range(range(GIB + 1, 0).as_ref()).unwrap(), 2);
         assert_eq!(size_for_range(range(0, 5 * GIB).as_ref()).unwrap(), 1);
-        let out = |r: Option<CapacityRange>| size_for_range(r.as_ref()).unwrap_err().code();
-        assert_eq!(out(range(2 * GIB, GIB)), tonic::Code::OutOfRange);
-        assert_eq!(out(range(0, GIB / 2)), tonic::Code::OutOfRange);
-        assert_eq!(out(range(16385 * GIB, 0)), tonic::Code::OutOfRange);
-        assert_eq!(out(range(GIB + 1, GIB + 100)), tonic::Code::OutOfRange);
-        assert_eq!(out(range(-1, 0)), tonic::Code::InvalidArgument);
+        let out = |r: Option<CapacityRange>| size_for_range(r.as_ref()).unwrap_err();
+        assert!(matches!(
+            out(range(2 * GIB, GIB)),
+            ControllerError::RequiredOverLimit { .. }
+        ));
+        assert!(matches!(
+            out(range(0, GIB / 2)),
+            ControllerError::LimitBelowSmallest { .. }
+        ));
+        assert!(matches!(
+            out(range(16385 * GIB, 0)),
+            ControllerError::OverLargest { .. }
+        ));
+        assert!(matches!(
+            out(range(GIB + 1, GIB + 100)),
+            ControllerError::NoWholeGib { .. }
+        ));
+        assert_eq!(out(range(-1, 0)), ControllerError::NegativeCapacity);
     }
 
     #[test]
@@ -552,7 +595,7 @@ mod tests {
         assert_eq!(p.tags, ["a", "b:c"]);
         assert_eq!(p.pvc.as_deref(), Some("prod/data"));
         let err = parse_create_params(&map(&[("iops", "3000")])).unwrap_err();
-        assert!(err.contains("\"iops\""), "{err}");
+        assert!(err.to_string().contains("\"iops\""), "{err}");
         assert!(parse_create_params(&map(&[(PARAM_FSTYPE, "ntfs")])).is_err());
         assert!(parse_create_params(&map(&[(PARAM_TAGS, "bad tag")])).is_err());
         assert!(parse_mutable_params(&map(&[("region", "x")])).is_err());
@@ -592,12 +635,15 @@ mod tests {
         assert_eq!(place(Some(&r), None).choose(&available).unwrap(), "sfo3");
         let r = requirement(&["ams3"], &[]);
         let err = place(Some(&r), None).choose(&available).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(matches!(err, ControllerError::TopologyUnavailable { .. }));
         let r = requirement(&["nyc3"], &[]);
         let err = place(Some(&r), Some("sfo3"))
             .choose(&available)
             .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert!(matches!(
+            err,
+            ControllerError::RegionOutsideRequisite { .. }
+        ));
         let foreign = TopologyRequirement {
             requisite: vec![Topology {
                 segments: [("zone".to_string(), "a".to_string())]
@@ -607,6 +653,6 @@ mod tests {
             preferred: vec![],
         };
         let err = place(Some(&foreign), None).choose(&available).unwrap_err();
-        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(err, ControllerError::NoKnownTopology);
     }
 }
