@@ -21,6 +21,7 @@
 //! when present. CSI clones go the portable way: snapshot the source, create from the
 //! snapshot, delete the snapshot.
 
+mod errors;
 pub mod pacing;
 pub mod wire;
 
@@ -43,10 +44,11 @@ use super::{
     Volume,
 };
 use crate::config::{Config, TOKEN_ENV};
+use errors::{error_message, timeout, transport};
 use pacing::{Class, Pacer};
 use wire::{
-    AccountBody, ActionBody, ActionWire, DropletBody, ErrorBody, ListPage, RegionWire,
-    SnapshotBody, SnapshotWire, VolumeBody, VolumeWire,
+    AccountBody, ActionBody, ActionWire, DropletBody, ListPage, RegionWire, SnapshotBody,
+    SnapshotWire, VolumeBody, VolumeWire,
 };
 
 /// Most attempts of one request that fails with a 5xx or a connection error.
@@ -417,42 +419,6 @@ async fn exchange(
     Ok((status, headers, response.bytes().await?))
 }
 
-fn timeout(call: &str) -> CloudError {
-    CloudError::Timeout {
-        what: format!("the request's deadline passed during the cloud API call {call}"),
-    }
-}
-
-fn transport(call: &str, e: &reqwest::Error, deadline: Deadline) -> CloudError {
-    if deadline.passed() {
-        return timeout(call);
-    }
-    CloudError::Transport {
-        message: format!("{call}: {}", describe(e)),
-    }
-}
-
-/// An HTTP error with its causes, which reqwest's Display leaves out.
-fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// The `message` of an error body, or the status's reason.
-fn error_message(status: StatusCode, body: &[u8]) -> String {
-    serde_json::from_slice::<ErrorBody>(body)
-        .ok()
-        .map(|b| b.message)
-        .filter(|m| !m.is_empty())
-        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string())
-}
-
 /// Exponential backoff with jitter: the n-th retry waits between half and all of
 /// `BASE_BACKOFF * 2^(n-1)`, capped at `MAX_BACKOFF`.
 fn backoff_delay(attempt: u32) -> Duration {
@@ -802,64 +768,4 @@ impl CloudApi for HttpCloud {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_token_never_shows_in_debug_output() {
-        let cloud = HttpCloud::new(
-            "http://127.0.0.1:1",
-            Token("s3cr3t-t0ken".into()),
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        let text = format!("{cloud:?} {:?}", Token("s3cr3t-t0ken".into()));
-        assert!(!text.contains("s3cr3t"), "{text}");
-        assert!(text.contains("<redacted>"), "{text}");
-    }
-
-    #[test]
-    fn path_segments_from_requests_are_escaped() {
-        let cloud = HttpCloud::new(
-            "http://h:1/prefix/",
-            Token("t".into()),
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        let url = cloud.url(
-            &["v2", "volumes", "../droplets/1?x=y"],
-            &[("name", "a b&c")],
-        );
-        assert_eq!(
-            url.as_str(),
-            "http://h:1/prefix/v2/volumes/..%2Fdroplets%2F1%3Fx=y?name=a+b%26c"
-        );
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_is_capped() {
-        for attempt in 1..8 {
-            let d = backoff_delay(attempt);
-            let full = BASE_BACKOFF
-                .saturating_mul(1 << (attempt - 1))
-                .min(MAX_BACKOFF);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?}");
-        }
-        assert!(backoff_delay(30) <= MAX_BACKOFF);
-    }
-
-    #[test]
-    fn error_bodies_give_their_message() {
-        assert_eq!(
-            error_message(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                br#"{"id":"x","message":"Attachment not found"}"#
-            ),
-            "Attachment not found"
-        );
-        assert_eq!(
-            error_message(StatusCode::BAD_GATEWAY, b"<html>"),
-            "Bad Gateway"
-        );
-    }
-}
+mod tests;
