@@ -25,11 +25,25 @@ pub enum Mode {
 /// Which cloud backend the driver talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CloudKind {
-    /// The fake-cloud model, in process.
+    /// The fake-cloud model, in process (only in a build with the `fake-cloud` feature).
     Memory,
     /// A DigitalOcean-v2-compatible HTTP API.
     Http,
 }
+
+impl CloudKind {
+    /// `--cloud`'s default: the in-process fake cloud where the build has it, else the
+    /// HTTP API.
+    pub const DEFAULT: CloudKind = if cfg!(feature = "fake-cloud") {
+        CloudKind::Memory
+    } else {
+        CloudKind::Http
+    };
+}
+
+/// Why `--cloud memory` cannot start in a production build.
+pub const MEMORY_CLOUD_NEEDS_FEATURE: &str = "--cloud memory runs the fake cloud in process, \
+    and this csi-driver was built without the `fake-cloud` feature; use --cloud http";
 
 /// How the controller polls a cloud action it waits on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -47,11 +61,22 @@ pub enum PollMode {
 /// How the node finds the block device of an attached volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DeviceSource {
-    /// Simulated hot-plug: attach `<fake-cloud data dir>/volumes/<id>.img` as a loop device
-    /// and link it under `--device-dir`.
+    /// Simulated hot-plug: attach the fake cloud's image of the volume (in its data dir)
+    /// as a loop device and link it under `--device-dir` (only in a build with the
+    /// `fake-cloud` feature).
     Loop,
     /// Wait for the hypervisor's link `<device-dir>/scsi-0DO_Volume_<name>`.
     Digitalocean,
+}
+
+impl DeviceSource {
+    /// `--device-source`'s default: the fake cloud's loop devices where the build has
+    /// them, else the hypervisor's links.
+    pub const DEFAULT: DeviceSource = if cfg!(feature = "fake-cloud") {
+        DeviceSource::Loop
+    } else {
+        DeviceSource::Digitalocean
+    };
 }
 
 /// Log output format.
@@ -126,7 +151,7 @@ pub struct Config {
     pub region: String,
 
     /// Cloud backend.
-    #[arg(long, value_enum, default_value_t = CloudKind::Memory)]
+    #[arg(long, value_enum, default_value_t = CloudKind::DEFAULT)]
     pub cloud: CloudKind,
 
     /// Base URL of the cloud API, for `--cloud http`.
@@ -160,7 +185,7 @@ pub struct Config {
     pub cloud_ephemeral: bool,
 
     /// How the node finds an attached volume's device.
-    #[arg(long, value_enum, default_value_t = DeviceSource::Loop)]
+    #[arg(long, value_enum, default_value_t = DeviceSource::DEFAULT)]
     pub device_source: DeviceSource,
 
     /// Directory of stable device links (the DigitalOcean hypervisor uses /dev/disk/by-id).

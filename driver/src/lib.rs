@@ -2,13 +2,21 @@
 //!
 //! One process serves Identity plus the Controller, the Node, or both (`--mode`). The
 //! controller talks to a cloud through [`cloud::CloudApi`], backed either by the fake-cloud
-//! model in process or by a DigitalOcean-v2 HTTP client. The node turns an attached volume
-//! into a real block device, filesystem and mounts ([`mount`]). Start reading at
-//! [`server::start`], then `identity.rs`, `controller.rs` and `node.rs`.
+//! model in process or by a DigitalOcean-v2 HTTP client. The node finds an attached
+//! volume's device through a [`node::DeviceSource`] and turns it into a real filesystem and
+//! mounts ([`mount`]). Start reading at [`server::start`], then `identity.rs`,
+//! `controller.rs` and `node/mod.rs`.
+//!
+//! **The fake cloud is a feature.** The fake cloud (`--cloud memory`, `--device-source
+//! loop`) and [`embedded`], the interface the harness's bundled driver uses, exist only
+//! with the `fake-cloud` feature (on by default, for the tests, the benchmarks and the
+//! harness). A production build, `--no-default-features`, does not link fake-cloud.
 
 pub mod cloud;
 pub mod config;
 pub mod controller;
+#[cfg(feature = "fake-cloud")]
+pub mod embedded;
 pub mod identity;
 pub mod locks;
 pub mod logging;
@@ -34,7 +42,10 @@ pub struct Driver {
     /// The cloud, when it serves Controller.
     pub cloud: Option<Arc<dyn cloud::CloudApi>>,
     /// The in-process fake cloud behind `cloud`, with `--cloud memory`.
+    #[cfg(feature = "fake-cloud")]
     pub in_process_cloud: Option<cloud::memory::InProcess>,
+    /// How the node finds a volume's device, when it serves Node.
+    pub device_source: Option<Arc<dyn node::DeviceSource>>,
     /// Operations in flight, by volume id or name.
     pub locks: locks::OperationLocks,
 }
@@ -45,12 +56,9 @@ impl Driver {
         identity::validate_driver_name(&config.driver_name)
             .map_err(|e| anyhow::anyhow!("--driver-name: {e}"))?;
         let node_id = read_node_id(&config)?;
-        let (cloud, in_process_cloud) = match config.mode {
-            Mode::All | Mode::Controller => {
-                let opened = cloud::open(&config, node_id.as_deref())?;
-                (Some(opened.api), opened.in_process)
-            }
-            Mode::Node => (None, None),
+        let opened = match config.mode {
+            Mode::All | Mode::Controller => Some(cloud::open(&config, node_id.as_deref())?),
+            Mode::Node => None,
         };
         if matches!(config.mode, Mode::All | Mode::Node) && node_id.is_none() {
             anyhow::bail!(
@@ -58,25 +66,19 @@ impl Driver {
                 config.mode
             );
         }
-        Ok(Driver {
+        let mut driver = Driver {
             config,
             node_id,
-            cloud,
-            in_process_cloud,
+            cloud: opened.as_ref().map(|o| o.api.clone()),
+            #[cfg(feature = "fake-cloud")]
+            in_process_cloud: opened.and_then(|o| o.in_process),
+            device_source: None,
             locks: locks::OperationLocks::new(),
-        })
-    }
-
-    /// The in-process fake cloud (`--cloud memory`), so tests and the harness can change its
-    /// latency and faults at run time.
-    pub fn fake_cloud(&self) -> Option<fake_cloud::Cloud> {
-        self.in_process_cloud.as_ref().map(|c| c.cloud.clone())
-    }
-
-    /// Where the in-process cloud keeps volume images (`<dir>/volumes/<id>.img`): `--data-dir`,
-    /// or the temporary directory made for this process when it is unset.
-    pub fn cloud_data_dir(&self) -> Option<&std::path::Path> {
-        self.in_process_cloud.as_ref().map(|c| c.data_dir())
+        };
+        if driver.serves_node() {
+            driver.device_source = Some(node::device_source::open(&driver)?);
+        }
+        Ok(driver)
     }
 
     /// Whether this process serves the Controller service.

@@ -1,9 +1,10 @@
 //! Block data: each volume's bytes in a sparse image file, and snapshot copies
 //! that cost only the data actually written.
 //!
-//! Layout under the data directory (a contract with the driver's node plugin,
-//! which attaches the volume file as a loop device):
-//! `volumes/<volume_id>.img` and `snapshots/<snapshot_id>.img`.
+//! Layout under the data directory: `volumes/<volume_id>.img` and
+//! `snapshots/<snapshot_id>.img`. Code outside this crate (the driver's loop-device
+//! source, which attaches a volume's image as a loop device) asks [`volume_image`] and
+//! [`volume_images_dir`] where they are, and never spells the layout itself.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -17,6 +18,20 @@ pub const GIB: u64 = 1 << 30;
 /// Chunk size of the sparse copy; an all-zero chunk is skipped.
 const CHUNK: usize = 1 << 20;
 
+/// The folder of the data directory that holds the volume images.
+const VOLUMES: &str = "volumes";
+
+/// The folder of `data_dir` that holds the volume images.
+pub fn volume_images_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(VOLUMES)
+}
+
+/// Where a cloud with data directory `data_dir` keeps the bytes of volume `volume_id`:
+/// `<data_dir>/volumes/<volume_id>.img`. The file exists exactly while the volume does.
+pub fn volume_image(data_dir: &Path, volume_id: &str) -> PathBuf {
+    volume_images_dir(data_dir).join(format!("{volume_id}.img"))
+}
+
 /// Where volume and snapshot images live.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
@@ -29,7 +44,7 @@ pub struct ImageStore {
 impl ImageStore {
     /// A store rooted at `data_dir`; creates its folders.
     pub fn open(data_dir: &Path) -> io::Result<ImageStore> {
-        fs::create_dir_all(data_dir.join("volumes"))?;
+        fs::create_dir_all(volume_images_dir(data_dir))?;
         fs::create_dir_all(data_dir.join("snapshots"))?;
         Ok(ImageStore {
             root: data_dir.to_path_buf(),
@@ -55,7 +70,7 @@ impl ImageStore {
 
     /// `<data_dir>/volumes/<volume_id>.img`.
     pub fn volume_path(&self, volume_id: &str) -> PathBuf {
-        self.root.join("volumes").join(format!("{volume_id}.img"))
+        volume_image(&self.root, volume_id)
     }
 
     /// `<data_dir>/snapshots/<snapshot_id>.img`.
@@ -111,7 +126,7 @@ impl ImageStore {
         is_volume: impl Fn(&str) -> bool,
         is_snapshot: impl Fn(&str) -> bool,
     ) -> io::Result<Vec<PathBuf>> {
-        let mut removed = self.reclaim_in("volumes", is_volume)?;
+        let mut removed = self.reclaim_in(VOLUMES, is_volume)?;
         removed.extend(self.reclaim_in("snapshots", is_snapshot)?);
         Ok(removed)
     }

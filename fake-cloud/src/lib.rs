@@ -5,7 +5,7 @@
 //! and error texts of the DigitalOcean v2 API. Actions take time (a configurable
 //! latency plus jitter) and may fail; the clock can be virtual, so unit tests
 //! of long delays run instantly. With a data directory, each volume's bytes
-//! live in a sparse image file (`<data_dir>/volumes/<volume_id>.img`) and the
+//! live in a sparse image file ([`volume_image`] says where) and the
 //! metadata survives a restart (`<data_dir>/state.json`).
 //!
 //! The [`Cloud`] type is the library entry point, shared by the CSI driver's
@@ -22,4 +22,5 @@ mod persist;
 pub mod server;
 
 pub use error::CloudError;
+pub use images::{volume_image, volume_images_dir};
 pub use model::*;

@@ -1,5 +1,6 @@
 //! The bundled driver: with no endpoint given, the harness runs the project's own
-//! driver in process, on a temporary socket, with its in-memory cloud in nyc3.
+//! driver in process, on a temporary socket, with its in-memory cloud in nyc3, through
+//! the driver's embedding interface, `csi_driver::embedded` (and nothing else of it).
 //!
 //! One process serves Controller and the node plugin of droplet 1. With more nodes
 //! ([`start`]'s `nodes`), droplets 2..=nodes get a node plugin each, on sockets of their
@@ -16,9 +17,7 @@ pub const MAX_NODES: usize = 64;
 /// its temporary directory goes away.
 pub struct Bundled {
     #[cfg(feature = "bundled")]
-    driver: Option<csi_driver::RunningDriver>,
-    #[cfg(feature = "bundled")]
-    nodes: Vec<csi_driver::RunningDriver>,
+    driver: Option<csi_driver::embedded::Embedded>,
     dir: tempfile::TempDir,
     /// The endpoint clients dial: Identity, Controller and droplet 1's Node.
     pub endpoint: String,
@@ -44,20 +43,26 @@ impl Bundled {
         self.dir.path().join("staging")
     }
 
+    /// The mutable parameters the bundled driver can change on a volume, with values it
+    /// accepts: the specs' defaults when none are configured.
+    pub fn mutable_parameters(&self) -> Vec<(String, String)> {
+        #[cfg(feature = "bundled")]
+        let known = csi_driver::embedded::MUTABLE_PARAMETERS;
+        #[cfg(not(feature = "bundled"))]
+        let known: &[(&str, &str)] = &[];
+        known
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     /// Stop serving and wait for in-flight calls: the extra node plugins first, then the
     /// process that owns the cloud (and detaches the loop devices nothing mounts).
     pub async fn stop(mut self) {
         #[cfg(feature = "bundled")]
-        {
-            for node in self.nodes.drain(..) {
-                if let Err(e) = node.stop().await {
-                    eprintln!("csi-sanity: warning: stopping a bundled node plugin: {e:#}");
-                }
-            }
-            if let Some(driver) = self.driver.take() {
-                if let Err(e) = driver.stop().await {
-                    eprintln!("csi-sanity: warning: stopping the bundled driver: {e:#}");
-                }
+        if let Some(driver) = self.driver.take() {
+            for problem in driver.stop().await {
+                eprintln!("csi-sanity: warning: {problem:#}");
             }
         }
         let _ = &mut self;
@@ -68,74 +73,15 @@ impl Bundled {
 /// (at least one).
 #[cfg(feature = "bundled")]
 pub async fn start(nodes: usize) -> anyhow::Result<Bundled> {
-    use anyhow::Context;
-    use clap::Parser;
-    let nodes = nodes.max(1);
     let dir = tempfile::Builder::new().prefix("csi-sanity-").tempdir()?;
-    let data_dir = dir.path().join("cloud");
-    let device_dir = dir.path().join("by-id");
-    std::fs::create_dir_all(&data_dir)?;
-    std::fs::create_dir_all(&device_dir)?;
-    let second_node = nodes + 1;
-    let region = "nyc3";
-    let common = |socket: &Path| {
-        vec![
-            "csi-driver".to_string(),
-            "--endpoint".to_string(),
-            format!("unix://{}", socket.display()),
-            "--data-dir".to_string(),
-            data_dir.display().to_string(),
-            "--device-dir".to_string(),
-            device_dir.display().to_string(),
-            "--region".to_string(),
-            region.to_string(),
-            "--log-level".to_string(),
-            "warn".to_string(),
-        ]
-    };
-    let mut args = common(&dir.path().join("csi.sock"));
-    // The data dir dies with this run, so the cloud need not write or fsync its state.
-    args.push("--cloud-ephemeral".to_string());
-    args.extend(["--node-id".to_string(), "1".to_string()]);
-    // Droplets 1, 2 and 3 at least, as the specs' defaults expect, and one past the nodes.
-    for droplet in 1..=second_node.max(3) {
-        args.extend(["--droplet".to_string(), format!("{droplet}:{region}")]);
-    }
-    let config = csi_driver::Config::try_parse_from(args)?;
-    let driver = csi_driver::start(config)
-        .await
-        .context("starting the bundled driver")?;
-    let mut bundled = Bundled {
+    let driver = csi_driver::embedded::start(dir.path(), nodes).await?;
+    Ok(Bundled {
         endpoint: driver.endpoint.clone(),
+        extra_node_endpoints: driver.node_endpoints.clone(),
+        second_node_id: driver.spare_node_id.clone(),
         driver: Some(driver),
-        nodes: Vec::new(),
-        extra_node_endpoints: Vec::new(),
-        second_node_id: second_node.to_string(),
         dir,
-    };
-    for droplet in 2..=nodes {
-        let mut args = common(&bundled.dir.path().join(format!("node-{droplet}.sock")));
-        args.extend([
-            "--mode".to_string(),
-            "node".to_string(),
-            "--node-id".to_string(),
-            droplet.to_string(),
-        ]);
-        let config = csi_driver::Config::try_parse_from(args)?;
-        match csi_driver::start(config).await {
-            Ok(node) => {
-                bundled.extra_node_endpoints.push(node.endpoint.clone());
-                bundled.nodes.push(node);
-            }
-            Err(e) => {
-                bundled.stop().await;
-                return Err(e.context(format!(
-                    "starting the bundled node plugin of droplet {droplet}"
-                )));
-            }
-        }
-    }
-    Ok(bundled)
+    })
 }
 
 /// Without the `bundled` feature there is nothing to start.

@@ -303,16 +303,10 @@ fn bundled_defaults(config: &mut Config, bundled: &Bundled) {
         suite.second_node_id = Some(bundled.second_node_id.clone());
     }
     if suite.mutable_parameters.is_empty() && suite.profile == csi_suites::Profile::Full {
-        // The one parameter the bundled driver can change on a volume.
-        suite.mutable_parameters = BUNDLED_MUTABLE_PARAMETERS
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        // What the bundled driver can change on a volume, as it says itself.
+        suite.mutable_parameters = bundled.mutable_parameters().into_iter().collect();
     }
 }
-
-/// Mutable parameters the bundled driver supports, used unless others are configured.
-pub const BUNDLED_MUTABLE_PARAMETERS: &[(&str, &str)] = &[("tags", "csi-sanity")];
 
 /// How a spec is turned into a trial: gated statically on its needs, otherwise run
 /// with cleanup afterwards, whatever happened.

@@ -1,5 +1,7 @@
-//! The request's deadline: read from the gRPC `grpc-timeout` header, less a margin so the
-//! driver answers DEADLINE_EXCEEDED itself before the caller gives up.
+//! The request's deadline: read from the gRPC `grpc-timeout` header
+//! ([`requested_timeout`], the one reader of it, which the node uses too), less a margin
+//! so the driver answers DEADLINE_EXCEEDED itself before the caller gives up. Each user
+//! keeps back its own margin: [`Deadline::from_metadata`] the cloud layer's.
 
 use std::time::Duration;
 
@@ -24,14 +26,11 @@ impl Deadline {
         Deadline(Instant::now() + timeout)
     }
 
-    /// The deadline of a gRPC request: its `grpc-timeout` less a margin (a tenth of it,
-    /// from 50 ms to 200 ms), or [`DEFAULT_TIMEOUT`] when absent or unreadable.
+    /// The deadline of a gRPC request: its `grpc-timeout` less the cloud layer's margin (a
+    /// tenth of it, from 50 ms to 200 ms), or [`DEFAULT_TIMEOUT`] when absent or
+    /// unreadable.
     pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Deadline {
-        let timeout = metadata
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
-            .unwrap_or(DEFAULT_TIMEOUT);
+        let timeout = requested_timeout(metadata).unwrap_or(DEFAULT_TIMEOUT);
         let margin = (timeout / 10)
             .max(MIN_MARGIN.min(timeout / 4))
             .min(MAX_MARGIN);
@@ -54,24 +53,31 @@ impl Deadline {
     }
 }
 
+/// The timeout the caller gave this request (its `grpc-timeout` header), if it gave a
+/// readable one. The one reader of that header: each caller keeps back its own margin.
+pub fn requested_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+}
+
 /// Parse a `grpc-timeout` value: at most 8 digits and a unit, one of H, M, S, m, u, n.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let unit = value.chars().last()?;
+    let digits = &value[..value.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
+        'H' => Duration::from_secs(n.checked_mul(3600)?),
+        'M' => Duration::from_secs(n.checked_mul(60)?),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
         _ => return None,
     })
 }
@@ -91,9 +97,29 @@ mod tests {
             parse_grpc_timeout("99999999n"),
             Some(Duration::from_nanos(99_999_999))
         );
-        for bad in ["", "S", "10", "10s", "123456789S", "-1S", "1.5S"] {
+        assert_eq!(
+            parse_grpc_timeout("59999862u"),
+            Some(Duration::from_micros(59_999_862))
+        );
+        for bad in ["", "S", "10", "10s", "123456789S", "-1S", "1.5S", "é", "1é"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_requested_timeout_is_read_from_the_grpc_timeout_header_only() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        assert_eq!(requested_timeout(&metadata), None);
+        metadata.insert("grpc-timeout", "1500m".parse().unwrap());
+        assert_eq!(
+            requested_timeout(&metadata),
+            Some(Duration::from_millis(1500))
+        );
+        metadata.insert("grpc-timeout", "soon".parse().unwrap());
+        assert_eq!(requested_timeout(&metadata), None);
+        let mut other = tonic::metadata::MetadataMap::new();
+        other.insert("timeout", "10S".parse().unwrap());
+        assert_eq!(requested_timeout(&other), None);
     }
 
     #[tokio::test]

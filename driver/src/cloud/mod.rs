@@ -5,6 +5,7 @@
 
 pub mod deadline;
 pub mod http;
+#[cfg(feature = "fake-cloud")]
 pub mod memory;
 pub mod names;
 pub mod wait;
@@ -391,6 +392,7 @@ pub struct OpenedCloud {
     /// The cloud, as the controller uses it.
     pub api: Arc<dyn CloudApi>,
     /// The in-process fake cloud, for `--cloud memory`.
+    #[cfg(feature = "fake-cloud")]
     pub in_process: Option<memory::InProcess>,
 }
 
@@ -402,6 +404,7 @@ pub fn open(config: &Config, node_id: Option<&str>) -> anyhow::Result<OpenedClou
         PollMode::Backoff => PollPolicy::SHORT_START_BACKOFF,
     });
     let opened = match config.cloud {
+        #[cfg(feature = "fake-cloud")]
         CloudKind::Memory => {
             let in_process = memory::InProcess::open(config, node_id)?;
             OpenedCloud {
@@ -409,8 +412,14 @@ pub fn open(config: &Config, node_id: Option<&str>) -> anyhow::Result<OpenedClou
                 in_process: Some(in_process),
             }
         }
+        #[cfg(not(feature = "fake-cloud"))]
+        CloudKind::Memory => {
+            let _ = node_id;
+            anyhow::bail!(crate::config::MEMORY_CLOUD_NEEDS_FEATURE)
+        }
         CloudKind::Http => OpenedCloud {
             api: Arc::new(http::HttpCloud::from_config(config)?),
+            #[cfg(feature = "fake-cloud")]
             in_process: None,
         },
     };
