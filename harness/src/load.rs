@@ -37,8 +37,9 @@ use csi_proto::v1::node_client::NodeClient;
 use csi_proto::v1::node_service_capability::rpc::Type as NodeRpc;
 use csi_proto::v1::volume_capability::{access_mode, AccessMode, AccessType, MountVolume};
 use csi_proto::v1::*;
+use csi_suites::retry::{retried_by_a_co, Backoff};
+use csi_suites::units::{as_millis, millis, parse_duration, parse_positive_size};
 use tonic::transport::Channel;
-use tonic::Code;
 
 /// The flags of `csi-sanity load`.
 #[derive(Debug, Clone, Parser)]
@@ -105,7 +106,7 @@ pub struct LoadArgs {
     pub staging_dir: Option<PathBuf>,
 
     /// Size of each volume: bytes, or with a unit (1Gi, 512Mi, 10G).
-    #[arg(long, default_value = "1Gi", value_parser = parse_size)]
+    #[arg(long, default_value = "1Gi", value_parser = parse_positive_size)]
     pub volume_size: i64,
 
     /// Deadline of one RPC.
@@ -127,52 +128,6 @@ pub struct LoadArgs {
     pub cloud_metrics: Option<String>,
 }
 
-/// `500ms`, `30s`, `2m`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("expected a duration like 500ms, 30s or 2m, got {s:?}"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {s:?}")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
-
-/// Bytes, or a number with K/M/G/T (powers of 1000) or Ki/Mi/Gi/Ti (powers of 1024).
-pub fn parse_size(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: i64 = number
-        .parse()
-        .map_err(|_| format!("expected a size like 1Gi or 1073741824, got {s:?}"))?;
-    let multiplier: i64 = match unit {
-        "" => 1,
-        "K" | "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        other => return Err(format!("unknown size unit {other:?} in {s:?}")),
-    };
-    value
-        .checked_mul(multiplier)
-        .filter(|v| *v > 0)
-        .ok_or_else(|| format!("size {s:?} is out of range"))
-}
-
 /// The eight steps of a lifecycle, in order.
 const STEPS: [&str; 8] = [
     "CreateVolume",
@@ -187,11 +142,17 @@ const STEPS: [&str; 8] = [
 
 /// Latency percentiles of one RPC.
 #[derive(Debug, Clone, serde::Serialize)]
+///
+/// In JSON each duration is milliseconds, a number, in a field named with `_ms`.
 pub struct LatencyStats {
     pub calls: usize,
+    #[serde(rename = "p50_ms", serialize_with = "as_millis")]
     pub p50: Duration,
+    #[serde(rename = "p90_ms", serialize_with = "as_millis")]
     pub p90: Duration,
+    #[serde(rename = "p99_ms", serialize_with = "as_millis")]
     pub p99: Duration,
+    #[serde(rename = "max_ms", serialize_with = "as_millis")]
     pub max: Duration,
 }
 
@@ -253,6 +214,8 @@ pub struct NodeShare {
 pub struct LoadReport {
     pub endpoint: String,
     pub concurrency: usize,
+    /// Wall time of the run; `elapsed_ms` in JSON.
+    #[serde(rename = "elapsed_ms", serialize_with = "as_millis")]
     pub elapsed: Duration,
     pub lifecycles_ok: u64,
     pub lifecycles_failed: u64,
@@ -298,7 +261,7 @@ impl LoadReport {
 }
 
 fn ms(d: Duration) -> String {
-    format!("{:.2}ms", d.as_secs_f64() * 1e3)
+    format!("{:.2}ms", millis(d))
 }
 
 impl std::fmt::Display for LoadReport {
@@ -637,13 +600,12 @@ fn capability() -> VolumeCapability {
     }
 }
 
-/// Whether a CO would retry a call that failed with `code`.
-fn retriable(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Aborted | Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
-    )
-}
+/// How load mode retries a step, as a CO would: 20 ms doubling to 2 s, for a minute.
+const BACKOFF: Backoff = Backoff {
+    first: Duration::from_millis(20),
+    max: Duration::from_secs(2),
+    budget: Duration::from_secs(60),
+};
 
 /// How a lifecycle, or its forward half, ended.
 enum Outcome {
@@ -713,7 +675,7 @@ impl Shared {
     /// How a forward step that answered `status` ends the lifecycle: a code a CO would
     /// have gone on retrying, had the run not been stopped, only cuts it short.
     fn ended_by(&self, status: &tonic::Status) -> Outcome {
-        if self.stopping() && retriable(status.code()) {
+        if self.stopping() && retried_by_a_co(status.code()) {
             Outcome::Stopped
         } else {
             Outcome::Failed
@@ -949,20 +911,15 @@ impl Shared {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(20);
+        let mut pacing = BACKOFF.start();
         loop {
-            match self.recorder.time(rpc, call()).await {
+            let status = match self.recorder.time(rpc, call()).await {
                 Ok(r) => return Ok(r),
-                Err(status)
-                    if retriable(status.code())
-                        && started.elapsed() < Duration::from_secs(60)
-                        && (undoing || !self.stopping()) =>
-                {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-                Err(status) => return Err(status),
+                Err(status) => status,
+            };
+            let again = retried_by_a_co(status.code()) && (undoing || !self.stopping());
+            if !(again && pacing.wait().await) {
+                return Err(status);
             }
         }
     }
@@ -1467,17 +1424,33 @@ mod tests {
 
     #[test]
     fn sizes_and_durations_parse() {
-        assert_eq!(parse_size("1Gi"), Ok(1 << 30));
-        assert_eq!(parse_size("512Mi"), Ok(512 << 20));
-        assert_eq!(parse_size("10G"), Ok(10_000_000_000));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("1Xi").is_err());
-        assert!(parse_size("99999999999Ti").is_err());
+        assert_eq!(parse_positive_size("1Gi"), Ok(1 << 30));
+        assert_eq!(parse_positive_size("512Mi"), Ok(512 << 20));
+        assert_eq!(parse_positive_size("10G"), Ok(10_000_000_000));
+        assert_eq!(parse_positive_size("4096"), Ok(4096));
+        assert!(parse_positive_size("0").is_err());
+        assert!(parse_positive_size("1Xi").is_err());
+        assert!(parse_positive_size("99999999999Ti").is_err());
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    /// The one binary reads a duration one way: `--csi.timeout` of the suite and
+    /// `--duration` of load mode give the same answer for every example of the grammar.
+    #[test]
+    fn both_commands_read_durations_alike() {
+        for (text, want) in csi_suites::units::DURATION_EXAMPLES {
+            let suite = match crate::cli::parse([format!("--csi.timeout={text}")]) {
+                Ok(crate::cli::Command::Run(c)) => Some(c.suite.rpc_timeout),
+                _ => None,
+            };
+            let load = LoadArgs::try_parse_from(["load".to_string(), format!("--duration={text}")])
+                .ok()
+                .and_then(|a| a.duration);
+            assert_eq!((suite, load), (*want, *want), "{text:?}");
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ use tonic::Code;
 use crate::call;
 use crate::check::{Call, Failure};
 use crate::context::Ctx;
+use crate::retry::{retried_by_a_co, Backoff};
 use crate::secrets::Secret;
 use crate::tracker::Resource;
 
@@ -53,16 +54,6 @@ pub struct Available {
 const SETUP_RULE: &str =
     "setup: a valid request from a well-behaved CO must succeed before the rule can be checked";
 
-/// Codes a CO answers by trying the same call again later. RESOURCE_EXHAUSTED is among
-/// them because the external-attacher retries a failed attach until the node has room,
-/// which is what parallel specs sharing one node need.
-const RETRIED_BY_A_CO: [Code; 4] = [
-    Code::Aborted,
-    Code::Unavailable,
-    Code::DeadlineExceeded,
-    Code::ResourceExhausted,
-];
-
 impl Ctx {
     /// Send a call the way a CO does: while the answer is one a CO retries (ABORTED,
     /// UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED), back off and send it again, within
@@ -73,22 +64,25 @@ impl Ctx {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Call<T>>,
     {
-        let give_up = Instant::now() + self.config().retry_budget;
-        let mut pause = Duration::from_millis(50);
+        let mut pacing = Backoff {
+            first: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+            budget: self.config().retry_budget,
+        }
+        .start();
         loop {
             let call = send().await;
-            match &call.result {
+            let again = match &call.result {
                 // The compat profile sends setup calls once, as Go does.
-                Err(status)
-                    if !self.compat()
+                Err(status) => {
+                    !self.compat()
                         && !crate::breaker::was_refused(status)
-                        && RETRIED_BY_A_CO.contains(&status.code())
-                        && Instant::now() + pause < give_up =>
-                {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
+                        && retried_by_a_co(status.code())
                 }
-                _ => return call,
+                Ok(_) => false,
+            };
+            if !(again && pacing.wait().await) {
+                return call;
             }
         }
     }

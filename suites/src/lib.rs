@@ -62,9 +62,11 @@ pub mod context;
 pub mod fixtures;
 pub mod go_names;
 pub mod paths;
+pub mod retry;
 pub mod secrets;
 pub mod spec;
 pub mod tracker;
+pub mod units;
 
 pub mod beyond;
 pub mod controller;

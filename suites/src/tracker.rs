@@ -24,6 +24,7 @@ use tonic::Code;
 use crate::check::{Call, Failure};
 use crate::context::{Ctx, Ledger};
 use crate::paths::PathRole;
+use crate::retry::{retried_by_a_co, Backoff};
 use crate::secrets::Secret;
 
 /// Something a spec created that must be undone.
@@ -161,15 +162,11 @@ impl Tracker {
     }
 }
 
-/// Codes worth retrying during cleanup: the driver is busy, or still finishing the
-/// previous step.
-const RETRYABLE: &[Code] = &[
-    Code::Aborted,
-    Code::Unavailable,
-    Code::DeadlineExceeded,
-    Code::FailedPrecondition,
-    Code::ResourceExhausted,
-];
+/// Whether an undo that failed with `code` is worth another try: a CO would retry it,
+/// or the driver is still finishing the previous step (FAILED_PRECONDITION).
+fn undo_again(code: Code) -> bool {
+    retried_by_a_co(code) || code == Code::FailedPrecondition
+}
 
 /// Codes that mean "already undone".
 const GONE: &[Code] = &[Code::NotFound];
@@ -215,22 +212,19 @@ impl Ctx {
     async fn undo_with_retries(&self, resource: &Resource) -> Result<(), Failure> {
         // As a CO would, keep at a busy driver for as long as `--csi.retrybudget` allows:
         // with parallel specs sharing one node, detaches queue behind each other.
-        let give_up = std::time::Instant::now() + self.config().retry_budget;
-        let mut delay = Duration::from_millis(100);
+        let mut pacing = Backoff {
+            first: Duration::from_millis(100),
+            max: Duration::from_secs(3),
+            budget: self.config().retry_budget,
+        }
+        .start();
         loop {
-            match self.undo(resource).await {
-                Ok(()) => return Ok(()),
-                Err((code, failure)) => {
-                    // The compat profile cleans up as Go does: once, no retries.
-                    if self.compat()
-                        || std::time::Instant::now() + delay >= give_up
-                        || !RETRYABLE.contains(&code)
-                    {
-                        return Err(failure);
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(3));
-                }
+            let Err((code, failure)) = self.undo(resource).await else {
+                return Ok(());
+            };
+            // The compat profile cleans up as Go does: once, no retries.
+            if self.compat() || !undo_again(code) || !pacing.wait().await {
+                return Err(failure);
             }
         }
     }

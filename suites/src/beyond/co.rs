@@ -9,13 +9,14 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use csi_proto::v1::*;
 use tonic::{Code, Status};
 
 use crate::beyond::observe::expect_published_to_where_reported;
 use crate::check::{describe_status, ensure_call, Call, Failure};
+use crate::retry::{Backoff, TRANSIENT};
 use crate::tracker::Resource;
 use crate::Ctx;
 
@@ -256,25 +257,6 @@ pub(crate) async fn send<R: Rpc>(
     Call::new(R::NAME, req, result)
 }
 
-/// Codes after which every CO tries again: the call timed out or was cancelled, the
-/// driver was unreachable, or it said an operation on the volume is still pending.
-pub(crate) const TRANSIENT: &[Code] = &[
-    Code::Aborted,
-    Code::DeadlineExceeded,
-    Code::Cancelled,
-    Code::Unavailable,
-];
-
-/// The codes external-provisioner treats as "not final" (its `isFinalError`): the
-/// operation may still be in progress, so it retries.
-pub(crate) const SIDECAR_NON_FINAL: &[Code] = &[
-    Code::Cancelled,
-    Code::DeadlineExceeded,
-    Code::Unavailable,
-    Code::ResourceExhausted,
-    Code::Aborted,
-];
-
 /// How a CO retries one call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RetryPolicy {
@@ -282,12 +264,10 @@ pub(crate) struct RetryPolicy {
     pub who: &'static str,
     /// The deadline of each attempt.
     pub deadline: Duration,
-    /// The first pause between attempts; it doubles up to `max_backoff`.
-    pub first_backoff: Duration,
-    pub max_backoff: Duration,
-    /// How long to keep trying before calling the call stuck.
-    pub budget: Duration,
-    /// The codes that mean "try again".
+    /// The pauses between attempts, and how long to keep trying before calling the
+    /// call stuck.
+    pub backoff: Backoff,
+    /// The codes that mean "try again" (one of [`crate::retry`]'s sets).
     pub retry_on: &'static [Code],
 }
 
@@ -297,9 +277,11 @@ impl RetryPolicy {
         RetryPolicy {
             who: "a CO",
             deadline: ctx.config().rpc_timeout,
-            first_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-            budget: ctx.config().retry_budget,
+            backoff: Backoff {
+                first: Duration::from_millis(100),
+                max: Duration::from_secs(2),
+                budget: ctx.config().retry_budget,
+            },
             retry_on: TRANSIENT,
         }
     }
@@ -307,11 +289,15 @@ impl RetryPolicy {
     /// A CO whose every call has the short deadline (`short_deadline`): on a slow
     /// cloud, each attempt is cut off until the action in flight finishes.
     pub fn hurried(ctx: &Ctx) -> RetryPolicy {
+        let patient = RetryPolicy::patient(ctx);
         RetryPolicy {
             who: "a CO with a short deadline",
             deadline: ctx.config().short_deadline,
-            max_backoff: Duration::from_millis(500),
-            ..RetryPolicy::patient(ctx)
+            backoff: Backoff {
+                max: Duration::from_millis(500),
+                ..patient.backoff
+            },
+            ..patient
         }
     }
 
@@ -338,8 +324,7 @@ where
     F: FnMut(Duration) -> Fut,
     Fut: Future<Output = Call<T>>,
 {
-    let start = Instant::now();
-    let mut backoff = policy.first_backoff;
+    let mut pacing = policy.backoff.start();
     let mut attempts = 0u32;
     loop {
         attempts += 1;
@@ -351,7 +336,7 @@ where
         if !retryable {
             return Ok(c);
         }
-        if start.elapsed() + backoff > policy.budget {
+        if !pacing.wait().await {
             let last = match &c.result {
                 Err(s) => describe_status(s),
                 Ok(_) => "OK".into(),
@@ -359,14 +344,12 @@ where
             return Err(c.failure(
                 format!(
                     "the call to settle within {:?}, retried as {} does (deadline {:?} per attempt)",
-                    policy.budget, policy.who, policy.deadline
+                    policy.backoff.budget, policy.who, policy.deadline
                 ),
-                format!("{attempts} attempts over {:?}, the last: {last}", start.elapsed()),
+                format!("{attempts} attempts over {:?}, the last: {last}", pacing.elapsed()),
                 SETTLE_RULE,
             ));
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(policy.max_backoff);
     }
 }
 

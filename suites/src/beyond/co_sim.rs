@@ -21,7 +21,7 @@ use std::time::Duration;
 use csi_proto::v1::node_service_capability::rpc::Type as NodeRpc;
 use csi_proto::v1::{NodeGetCapabilitiesRequest, NodeGetVolumeStatsRequest};
 
-use super::co::{settle, RetryPolicy, Rpc, SIDECAR_NON_FINAL};
+use super::co::{settle, RetryPolicy, Rpc};
 use super::data::{data_reachable, verify_pattern, write_pattern};
 use super::observe::expect_published_to_where_reported;
 use super::{
@@ -29,6 +29,7 @@ use super::{
     node_unstage_request, seed, CREATE_DELETE, NODE, PUBLISH,
 };
 use crate::check::Failure;
+use crate::retry::{Backoff, NOT_FINAL};
 use crate::{spec, Ctx, Need, Spec};
 
 const GROUP: &str = "Beyond::CoSimulation";
@@ -37,10 +38,12 @@ fn provisioner(ctx: &Ctx) -> RetryPolicy {
     RetryPolicy {
         who: "external-provisioner (--timeout 10s, retry 1s doubling to 5m)",
         deadline: Duration::from_secs(10),
-        first_backoff: Duration::from_secs(1),
-        max_backoff: Duration::from_secs(300),
-        budget: ctx.config().retry_budget,
-        retry_on: SIDECAR_NON_FINAL,
+        backoff: Backoff {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            budget: ctx.config().retry_budget,
+        },
+        retry_on: NOT_FINAL,
     }
 }
 
@@ -53,12 +56,16 @@ fn attacher(ctx: &Ctx) -> RetryPolicy {
 }
 
 fn kubelet(ctx: &Ctx) -> RetryPolicy {
+    let provisioner = provisioner(ctx);
     RetryPolicy {
         who: "kubelet (csiTimeout 2m, backoff 500ms doubling to 2m)",
         deadline: Duration::from_secs(120),
-        first_backoff: Duration::from_millis(500),
-        max_backoff: Duration::from_secs(120),
-        ..provisioner(ctx)
+        backoff: Backoff {
+            first: Duration::from_millis(500),
+            max: Duration::from_secs(120),
+            ..provisioner.backoff
+        },
+        ..provisioner
     }
 }
 

@@ -11,6 +11,7 @@ use super::data::{data_reachable, verify_pattern, write_pattern};
 use super::observe::{expect_published_to_where_reported, volumes_published_to, VolumeCensus};
 use super::{available_fresh, seed, CREATE_DELETE, NODE, PUBLISH};
 use crate::check::{ensure, Failure};
+use crate::retry::NOT_FINAL;
 use crate::{spec, Ctx, Need, Spec};
 
 const GROUP: &str = "Beyond::Concurrency";
@@ -29,17 +30,10 @@ async fn volumes_for_one_node(ctx: &Ctx) -> Result<usize, Failure> {
     })
 }
 
-/// Retried as a CO retries, and also on RESOURCE_EXHAUSTED: another spec may hold
-/// some of the node's slots for a moment.
+/// Retried as a CO retries, and also on RESOURCE_EXHAUSTED (what the sidecars do):
+/// another spec may hold some of the node's slots for a moment.
 fn publish_policy(ctx: &Ctx) -> RetryPolicy {
-    const CODES: &[Code] = &[
-        Code::Aborted,
-        Code::DeadlineExceeded,
-        Code::Cancelled,
-        Code::Unavailable,
-        Code::ResourceExhausted,
-    ];
-    RetryPolicy::patient(ctx).retrying(CODES)
+    RetryPolicy::patient(ctx).retrying(NOT_FINAL)
 }
 
 pub fn specs() -> Vec<Spec> {
