@@ -272,6 +272,26 @@ pub fn ensure_call(
     })
 }
 
+/// Make an RPC and keep its name and request for the checks:
+/// `call!(ctx.identity(), get_plugin_info, "GetPluginInfo", GetPluginInfoRequest {})`.
+#[macro_export]
+macro_rules! call {
+    ($client:expr, $method:ident, $rpc:literal, $req:expr) => {{
+        let request = $req;
+        let mut client = $client;
+        let started = ::std::time::Instant::now();
+        let result = match $crate::breaker::before($rpc) {
+            Some(refused) => Err(refused),
+            None => client
+                .$method(request.clone())
+                .await
+                .map(|r| r.into_inner()),
+        };
+        $crate::breaker::after($rpc, started, &result);
+        $crate::check::Call::new($rpc, &request, result)
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,7 +57,9 @@
 #![allow(clippy::result_large_err)]
 
 pub mod breaker;
+pub mod capabilities;
 pub mod check;
+pub mod config;
 pub mod context;
 pub mod fixtures;
 pub mod go_names;
@@ -79,13 +81,15 @@ pub mod node;
 pub mod publish;
 pub mod snapshots;
 
+pub use capabilities::{Capabilities, Need};
 pub use check::{Call, Failure};
-pub use context::{Capabilities, Clients, Ctx, Ledger, RunState, SuiteConfig};
+pub use config::{Profile, SuiteConfig};
+pub use context::{Clients, Ctx, RunState};
 pub use fixtures::Available;
 pub use paths::{PathKind, PathRole};
 pub use secrets::Secret;
-pub use spec::{Need, Profile, Spec, SpecFuture};
-pub use tracker::{Resource, Tracker};
+pub use spec::{Spec, SpecFuture};
+pub use tracker::{Endpoints, Ledger, Resource, Tracker};
 
 /// Every spec, grouped by service, in a stable order.
 pub fn all() -> Vec<Spec> {

@@ -14,7 +14,6 @@ use std::time::Duration;
 use csi_proto::v1::*;
 use tonic::{Code, Status};
 
-use crate::beyond::observe::expect_published_to_where_reported;
 use crate::check::{describe_status, ensure_call, Call, Failure};
 use crate::retry::{Backoff, TRANSIENT};
 use crate::tracker::Resource;
@@ -418,17 +417,4 @@ where
         rule,
     )?;
     Ok(again)
-}
-
-/// A ControllerPublishVolume that settled with `first`: sent once more it must answer
-/// the same publish_context, and where the driver reports it the volume must be
-/// published to the request's node only.
-pub(crate) async fn expect_attached_once(
-    ctx: &Ctx,
-    req: &ControllerPublishVolumeRequest,
-    first: &ControllerPublishVolumeResponse,
-    rule: &str,
-) -> Result<(), Failure> {
-    expect_same_again(ctx, req, first, |r| r.publish_context.clone(), rule).await?;
-    expect_published_to_where_reported(ctx, &req.volume_id, &[&req.node_id], rule).await
 }

@@ -6,10 +6,13 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
-use csi_proto::v1::{ControllerGetVolumeRequest, ListSnapshotsRequest, Snapshot, Volume};
+use csi_proto::v1::{
+    ControllerGetVolumeRequest, ControllerPublishVolumeRequest, ControllerPublishVolumeResponse,
+    ListSnapshotsRequest, Snapshot, Volume,
+};
 use tonic::Code;
 
-use crate::beyond::co::send;
+use crate::beyond::co::{expect_same_again, send};
 use crate::check::Failure;
 use crate::secrets::Secret;
 use crate::Ctx;
@@ -425,6 +428,19 @@ pub(crate) fn expect_at_most_one_mount(path: &str, rpc: &str, rule: &str) -> Res
         .during(format!("checking the mounts {rpc} left"))),
         _ => Ok(()),
     }
+}
+
+/// A ControllerPublishVolume that settled with `first`: sent once more it must answer
+/// the same publish_context, and where the driver reports it the volume must be
+/// published to the request's node only.
+pub(crate) async fn expect_attached_once(
+    ctx: &Ctx,
+    req: &ControllerPublishVolumeRequest,
+    first: &ControllerPublishVolumeResponse,
+    rule: &str,
+) -> Result<(), Failure> {
+    expect_same_again(ctx, req, first, |r| r.publish_context.clone(), rule).await?;
+    expect_published_to_where_reported(ctx, &req.volume_id, &[&req.node_id], rule).await
 }
 
 #[cfg(test)]

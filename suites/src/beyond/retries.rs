@@ -2,10 +2,10 @@
 //! deadlines (the CO never sees those answers), then retried normally until it
 //! settles. The outcome must be as if the call ran once.
 
-use super::co::{cut_off_then_settle, expect_attached_once, expect_same_again};
+use super::co::{cut_off_then_settle, expect_same_again};
 use super::observe::{
-    expect_at_most_one_mount, expect_expanded, expect_published_to_where_reported, mounts_at,
-    reports_volumes, snapshots_of, VolumeCensus,
+    expect_at_most_one_mount, expect_attached_once, expect_expanded,
+    expect_published_to_where_reported, mounts_at, reports_volumes, snapshots_of, VolumeCensus,
 };
 use super::{
     attach_if_advertised, controller_unpublish_request, delete_snapshot_request,

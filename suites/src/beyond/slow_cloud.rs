@@ -7,8 +7,10 @@
 //! specs simply see calls that finish in time; the bundled driver's fake cloud can be
 //! slowed with `--attach-latency`, `--detach-latency` and `--resize-latency`.
 
-use super::co::{expect_attached_once, settle, RetryPolicy, Rpc};
-use super::observe::{expect_expanded, expect_published_to_where_reported, VolumeCensus};
+use super::co::{settle, RetryPolicy, Rpc};
+use super::observe::{
+    expect_attached_once, expect_expanded, expect_published_to_where_reported, VolumeCensus,
+};
 use super::{controller_unpublish_request, expand_request, CREATE_DELETE, EXPAND, NODE, PUBLISH};
 use crate::check::Failure;
 use crate::{spec, Ctx, Spec};
