@@ -255,7 +255,7 @@ impl TrialFactory {
             let (result, cleanup) = rt.block_on(csi_suites::breaker::scope(run.breaker(), async {
                 let body = std::panic::AssertUnwindSafe((spec.run)(ctx.clone())).catch_unwind();
                 let result = match tokio::time::timeout(spec_timeout, body).await {
-                    Ok(Ok(r)) => r.map_err(SpecError::Failure),
+                    Ok(Ok(r)) => r.map_err(SpecError::Stopped),
                     Ok(Err(panic)) => Err(SpecError::Panic(panic_message(&*panic))),
                     Err(_) => Err(SpecError::Timeout(spec_timeout)),
                 };
@@ -277,8 +277,10 @@ impl TrialFactory {
                     ))
                 }
                 Ok(()) if cleanup_msg.is_empty() => Status::Passed,
-                Err(SpecError::Failure(f)) if f.is_skip() && cleanup_msg.is_empty() => {
-                    Status::Skipped(f.skip.unwrap_or_default())
+                Err(SpecError::Stopped(csi_suites::Stop::Skipped(reason)))
+                    if cleanup_msg.is_empty() =>
+                {
+                    Status::Skipped(reason)
                 }
                 Ok(()) => Status::Failed(cleanup_msg.trim_start().to_string()),
                 Err(e) if spec.rule.is_empty() => Status::Failed(format!("{e}{cleanup_msg}")),
@@ -295,7 +297,8 @@ impl TrialFactory {
 }
 
 enum SpecError {
-    Failure(csi_suites::Failure),
+    /// The spec failed, or found that it does not apply.
+    Stopped(csi_suites::Stop),
     Panic(String),
     Timeout(Duration),
 }
@@ -303,7 +306,7 @@ enum SpecError {
 impl std::fmt::Display for SpecError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SpecError::Failure(fail) => write!(f, "{fail}"),
+            SpecError::Stopped(stop) => write!(f, "{stop}"),
             SpecError::Panic(msg) => write!(f, "the spec panicked: {msg}"),
             SpecError::Timeout(t) => write!(f, "the spec did not finish within {t:?}"),
         }

@@ -4,11 +4,11 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::capabilities::Need;
-use crate::check::Failure;
+use crate::check::Stop;
 use crate::context::Ctx;
 
 /// The future a spec returns.
-pub type SpecFuture = Pin<Box<dyn Future<Output = Result<(), Failure>> + Send>>;
+pub type SpecFuture = Pin<Box<dyn Future<Output = Result<(), Stop>> + Send>>;
 
 /// One rule of the spec, checked against a driver.
 #[derive(Clone)]

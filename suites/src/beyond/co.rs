@@ -14,7 +14,7 @@ use std::time::Duration;
 use csi_proto::v1::*;
 use tonic::{Code, Status};
 
-use crate::check::{describe_status, ensure_call, Call, Failure};
+use crate::check::{describe_status, ensure_call, Call, Stop};
 use crate::retry::{Backoff, TRANSIENT};
 use crate::tracker::Resource;
 use crate::Ctx;
@@ -314,10 +314,7 @@ const SETTLE_RULE: &str = "spec \"Timeouts\": a call may time out and be retried
 /// Call `attempt` (given each attempt's deadline) until it answers with anything but
 /// a retryable code, pausing with a doubling backoff. Returns the settled call; fails
 /// when it still answers with a retryable code after the policy's budget.
-pub(crate) async fn retry<T, F, Fut>(
-    policy: RetryPolicy,
-    mut attempt: F,
-) -> Result<Call<T>, Failure>
+pub(crate) async fn retry<T, F, Fut>(policy: RetryPolicy, mut attempt: F) -> Result<Call<T>, Stop>
 where
     T: Debug,
     F: FnMut(Duration) -> Fut,
@@ -347,7 +344,8 @@ where
                 ),
                 format!("{attempts} attempts over {:?}, the last: {last}", pacing.elapsed()),
                 SETTLE_RULE,
-            ));
+            )
+            .into());
         }
     }
 }
@@ -357,7 +355,7 @@ pub(crate) async fn settle<R: Rpc>(
     ctx: &Ctx,
     req: &R,
     policy: RetryPolicy,
-) -> Result<Call<R::Response>, Failure> {
+) -> Result<Call<R::Response>, Stop> {
     retry(policy, |d| send(ctx, req, Some(d))).await
 }
 
@@ -376,7 +374,7 @@ pub(crate) async fn cut_off_then_settle<R: Rpc>(
     ctx: &Ctx,
     req: &R,
     rule: &str,
-) -> Result<R::Response, Failure> {
+) -> Result<R::Response, Stop> {
     for d in cut_off_deadlines(ctx) {
         let _ = send(ctx, req, Some(d)).await;
     }
@@ -389,6 +387,7 @@ pub(crate) async fn cut_off_then_settle<R: Rpc>(
                 R::NAME
             ))
         })
+        .map_err(Stop::from)
 }
 
 /// Send `req` once more, normally, as a CO that lost the earlier answer would: it must
@@ -399,7 +398,7 @@ pub(crate) async fn expect_same_again<R, V>(
     first: &R::Response,
     view: impl Fn(&R::Response) -> V,
     rule: &str,
-) -> Result<R::Response, Failure>
+) -> Result<R::Response, Stop>
 where
     R: Rpc,
     V: PartialEq + Debug,

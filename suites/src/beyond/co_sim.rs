@@ -28,7 +28,7 @@ use super::{
     attaches, controller_unpublish_request, delete_volume_request, node_unpublish_request,
     node_unstage_request, seed, CREATE_DELETE, NODE, PUBLISH,
 };
-use crate::check::Failure;
+use crate::check::Stop;
 use crate::retry::{Backoff, NOT_FINAL};
 use crate::{spec, Ctx, Need, Spec};
 
@@ -73,15 +73,15 @@ const RULE: &str = "Kubernetes' volume lifecycle: CreateVolume → ControllerPub
 
 /// One step of the simulation: `req` under `policy`, retried until it settles, which
 /// must be OK.
-async fn step<R: Rpc>(ctx: &Ctx, req: &R, policy: RetryPolicy) -> Result<R::Response, Failure> {
+async fn step<R: Rpc>(ctx: &Ctx, req: &R, policy: RetryPolicy) -> Result<R::Response, Stop> {
     settle(ctx, req, policy)
         .await?
         .ok(RULE)
-        .map_err(|f| f.during(format!("{} by {}", R::NAME, policy.who)))
+        .map_err(|f| f.during(format!("{} by {}", R::NAME, policy.who)).into())
 }
 
 /// kubelet asks for the node's capabilities before each stage and unstage.
-async fn kubelet_checks_capabilities(ctx: &Ctx) -> Result<(), Failure> {
+async fn kubelet_checks_capabilities(ctx: &Ctx) -> Result<(), Stop> {
     step(ctx, &NodeGetCapabilitiesRequest {}, kubelet(ctx))
         .await
         .map(|_| ())
@@ -98,7 +98,7 @@ async fn kubelet_mounts(
     ctx: &Ctx,
     v: &csi_proto::v1::Volume,
     publish_context: &std::collections::HashMap<String, String>,
-) -> Result<Mounted, Failure> {
+) -> Result<Mounted, Stop> {
     kubelet_checks_capabilities(ctx).await?;
     let staging = if ctx.caps().node_has(NodeRpc::StageUnstageVolume) {
         let path = ctx.staging_path().await?;
@@ -123,7 +123,7 @@ async fn kubelet_mounts(
 }
 
 /// kubelet's TearDown and UnmountDevice: NodeUnpublish, NodeUnstage (when staged).
-async fn kubelet_unmounts(ctx: &Ctx, volume_id: &str, m: &Mounted) -> Result<(), Failure> {
+async fn kubelet_unmounts(ctx: &Ctx, volume_id: &str, m: &Mounted) -> Result<(), Stop> {
     step(
         ctx,
         &node_unpublish_request(volume_id, &m.target),
@@ -138,7 +138,7 @@ async fn kubelet_unmounts(ctx: &Ctx, volume_id: &str, m: &Mounted) -> Result<(),
 }
 
 /// While the pod runs: its data goes in and comes back, and kubelet polls stats.
-async fn pod_runs(ctx: &Ctx, volume_id: &str, m: &Mounted) -> Result<(), Failure> {
+async fn pod_runs(ctx: &Ctx, volume_id: &str, m: &Mounted) -> Result<(), Stop> {
     if data_reachable(ctx).is_ok() {
         let w = write_pattern(ctx, &m.target, seed(ctx)).await?;
         verify_pattern(ctx, &m.target, &w, RULE).await?;
