@@ -39,7 +39,7 @@ struct Args {
     #[arg(long)]
     token_file: Option<PathBuf>,
 
-    /// Time an attach takes: `500ms`, `2s`, `1m` or plain seconds.
+    /// Time an attach takes: `500ms`, `2s`, `1m30s` or plain seconds.
     #[arg(long, default_value = "300ms", value_parser = parse_duration)]
     attach_latency: Duration,
 
@@ -109,28 +109,22 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("expected HOST:PORT or a port, got {s:?}"))
 }
 
-/// `500ms`, `2s`, `1.5s`, `2m`, `1h`, or a plain number of seconds.
+/// The duration grammar of every binary's flags (csi-sanity's is `csi_suites::units`):
+/// Go's durations (`500ms`, `1.5s`, `1m30s`, `2h`), read by humantime but with Go's units
+/// only, or a plain number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
+    const GO_UNITS: [&str; 7] = ["ns", "us", "µs", "ms", "s", "m", "h"];
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("expected a duration like 500ms, 2s or 3, got {s:?}"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} in {s:?}: use ms, s, m or h"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {s:?}: {e}"))
+    let bad = || format!("expected a duration like 500ms, 2s, 1m30s or 3, got {s:?}");
+    if let Ok(secs) = s.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|_| bad());
+    }
+    s.split(|c: char| c.is_ascii_digit() || c == '.')
+        .filter(|unit| !unit.is_empty())
+        .all(|unit| GO_UNITS.contains(&unit))
+        .then(|| humantime::parse_duration(s).ok())
+        .flatten()
+        .ok_or_else(bad)
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -298,6 +292,9 @@ mod tests {
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5parsecs").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert!(parse_duration("2d").is_err());
     }
 
     #[test]

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use csi_proto::v1::{Topology, TopologyRequirement};
 
@@ -59,8 +58,8 @@ const FLAGS: &[(&str, Kind, &str)] = &[
     ("csi.checkpathcmdtimeout", Kind::Value, "timeout of the check-path command (default 10s)"),
     ("csi.secrets", Kind::Value, "YAML file of secrets per RPC (CreateVolumeSecret, NodeStageVolumeSecret, ...)"),
     ("csi.testvolumeaccesstype", Kind::Value, "access type of test volumes: mount or block (default mount)"),
-    ("csi.testvolumesize", Kind::Value, "size of test volumes in bytes (default 10737418240; 1 GiB with the bundled driver)"),
-    ("csi.testvolumeexpandsize", Kind::Value, "size to expand test volumes to, in bytes (default: the volume size + 1 GiB)"),
+    ("csi.testvolumesize", Kind::Value, "size of test volumes: bytes, or 512Mi, 1Gi, 10G (default 10737418240; 1 GiB with the bundled driver)"),
+    ("csi.testvolumeexpandsize", Kind::Value, "size to expand test volumes to: bytes, or 512Mi, 1Gi, 10G (default: the volume size + 1 GiB)"),
     ("csi.testvolumeparameters", Kind::Value, "YAML file of CreateVolume parameters"),
     ("csi.testvolumemutableparameters", Kind::Value, "YAML file of mutable parameters for ModifyVolume"),
     ("csi.testsnapshotparameters", Kind::Value, "YAML file of CreateSnapshot parameters"),
@@ -158,51 +157,12 @@ pub fn help_text() -> String {
     s.push_str(
         "\nOther --ginkgo.* and --test.* flags are accepted and ignored.\n\
          libtest options: --list, --exact, --skip FILTER, --format pretty|terse|json, -q, --test-threads N, --include-ignored\n\
-         Durations: 10s, 500ms, 2m, or plain seconds. Exit: 0 all passed, 1 a spec failed, 2 usage or connection error.\n",
+         Durations: 10s, 500ms, 1m30s, or plain seconds. Sizes: bytes, or 512Mi, 1Gi, 10G. Exit: 0 all passed, 1 a spec failed, 2 usage or connection error.\n",
     );
     s
 }
 
-/// Parse a duration given as `500ms`, `10s`, `2m`, `1h`, `1m30s`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let bad =
-        || format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 1m30s or plain seconds");
-    if s.is_empty() {
-        return Err(bad());
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        if !secs.is_finite() || secs < 0.0 {
-            return Err(bad());
-        }
-        return Ok(Duration::from_secs_f64(secs));
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        total += value
-            * match unit {
-                "ns" => 1e-9,
-                "us" | "µs" => 1e-6,
-                "ms" => 1e-3,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                _ => return Err(bad()),
-            };
-    }
-    Ok(Duration::from_secs_f64(total))
-}
+pub use csi_suites::units::parse_duration;
 
 fn parse_i64(name: &str, v: &str) -> Result<i64, UsageError> {
     let v = v.trim();
@@ -414,6 +374,10 @@ fn apply(
         }
     };
     let duration = |v: &str| parse_duration(v).map_err(|e| usage(format!("-{name}: {e}")));
+    let size = |v: &str| {
+        csi_suites::units::parse_size(v)
+            .map_err(|e| usage(format!("invalid value {v:?} for flag -{name}: {e}")))
+    };
     match name {
         "csi.endpoint" => config.endpoint = opt(value),
         "csi.controllerendpoint" => config.controller_endpoint = opt(value),
@@ -434,10 +398,10 @@ fn apply(
         }
         "csi.testvolumeaccesstype" => suite.access_type = value.to_string(),
         "csi.testvolumesize" => {
-            suite.volume_size = parse_i64(name, value)?;
+            suite.volume_size = size(value)?;
             config.volume_size_set = true;
         }
-        "csi.testvolumeexpandsize" => suite.expand_size = parse_i64(name, value)?,
+        "csi.testvolumeexpandsize" => suite.expand_size = size(value)?,
         "csi.testvolumeparameters" => {
             if !value.is_empty() {
                 suite.volume_parameters = read_parameters(name, Path::new(value))?;
@@ -542,6 +506,7 @@ fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn run_config(args: &[&str]) -> Config {
         match parse(args.iter().copied()).unwrap() {
@@ -688,6 +653,15 @@ mod tests {
         assert!(parse(["--csi.endpoint"]).is_err());
         assert!(parse(["--csi.testvolumeaccesstype=file"]).is_err());
         assert!(parse(["--csi.testvolumesize=big"]).is_err());
+        let sized = run_config(&[
+            "--csi.testvolumesize=1Gi",
+            "--csi.testvolumeexpandsize",
+            "0x80000000",
+        ]);
+        assert_eq!(
+            (sized.suite.volume_size, sized.suite.expand_size),
+            (1 << 30, 2 << 30)
+        );
         assert!(parse(["--ginkgo.focus=("]).is_err());
         assert!(parse(["--csi.nodeunpublish-notfound=maybe"]).is_err());
         assert!(

@@ -40,7 +40,9 @@
 pub mod bundled;
 pub mod cli;
 pub mod connect;
+mod discover;
 pub mod findings;
+mod leftovers;
 pub mod load;
 pub mod report;
 pub mod runner;

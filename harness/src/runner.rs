@@ -6,18 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
-use csi_proto::v1::{
-    controller_service_capability, group_controller_service_capability, node_service_capability,
-    plugin_capability, ControllerGetCapabilitiesRequest, DeleteSnapshotRequest,
-    DeleteVolumeRequest, GetPluginCapabilitiesRequest, GroupControllerGetCapabilitiesRequest,
-    ListSnapshotsRequest, ListVolumesRequest, NodeGetCapabilitiesRequest, NodeGetInfoRequest,
-};
 use csi_suites::{Capabilities, Clients, Need, RunState, Spec, SuiteConfig};
 use futures::FutureExt;
 use libtest_mimic::{Arguments, Completion, Failed, FormatSetting, Trial};
 
 use crate::bundled::Bundled;
+use crate::discover::{check_node_pool, read_capabilities};
+use crate::leftovers::leftovers;
 pub use crate::report::{Outcome, Report, Status};
 
 /// Everything a run needs. `Config::default()` runs every spec against the bundled
@@ -120,170 +115,6 @@ impl Config {
         self.focus.push(regex.into());
         self
     }
-}
-
-fn with_timeout<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    r.set_timeout(timeout);
-    r
-}
-
-/// A run-level RPC error, said plainly.
-fn rpc_error(rpc: &str, status: tonic::Status, timeout: Duration) -> anyhow::Error {
-    match status.code() {
-        tonic::Code::Cancelled | tonic::Code::DeadlineExceeded => {
-            anyhow::anyhow!("no answer to {rpc} within {timeout:?}: is a CSI driver serving there?")
-        }
-        tonic::Code::Unimplemented => {
-            anyhow::anyhow!("{rpc} is not implemented there: is this a CSI endpoint?")
-        }
-        code => anyhow::anyhow!("{rpc} failed: {code:?}: {}", status.message()),
-    }
-}
-
-async fn read_capabilities(clients: &Clients, timeout: Duration) -> anyhow::Result<Capabilities> {
-    let mut caps = Capabilities {
-        root: nix::unistd::geteuid().is_root(),
-        ..Default::default()
-    };
-    let plugin = clients
-        .identity
-        .clone()
-        .get_plugin_capabilities(with_timeout(GetPluginCapabilitiesRequest {}, timeout))
-        .await
-        .map_err(|e| rpc_error("GetPluginCapabilities", e, timeout))?
-        .into_inner();
-    for cap in plugin.capabilities {
-        match cap.r#type {
-            Some(plugin_capability::Type::Service(s)) => {
-                if let Ok(t) = plugin_capability::service::Type::try_from(s.r#type) {
-                    caps.plugin.push(t);
-                }
-            }
-            Some(plugin_capability::Type::VolumeExpansion(v)) => {
-                if let Ok(t) = plugin_capability::volume_expansion::Type::try_from(v.r#type) {
-                    caps.expansion.push(t);
-                }
-            }
-            None => {}
-        }
-    }
-    if caps
-        .plugin
-        .contains(&plugin_capability::service::Type::ControllerService)
-    {
-        let resp = clients
-            .controller
-            .clone()
-            .controller_get_capabilities(with_timeout(ControllerGetCapabilitiesRequest {}, timeout))
-            .await
-            .map_err(|e| rpc_error("ControllerGetCapabilities", e, timeout))?
-            .into_inner();
-        for cap in resp.capabilities {
-            if let Some(controller_service_capability::Type::Rpc(rpc)) = cap.r#type {
-                if let Ok(t) = ControllerRpc::try_from(rpc.r#type) {
-                    caps.controller.push(t);
-                }
-            }
-        }
-    }
-    if caps
-        .plugin
-        .contains(&plugin_capability::service::Type::GroupControllerService)
-    {
-        // A failure here fails every spec that needs the group capabilities (as in Go),
-        // with this message, instead of skipping them.
-        match clients
-            .group_controller
-            .clone()
-            .group_controller_get_capabilities(with_timeout(
-                GroupControllerGetCapabilitiesRequest {},
-                timeout,
-            ))
-            .await
-        {
-            Err(e) => {
-                caps.group_caps_error =
-                    Some(rpc_error("GroupControllerGetCapabilities", e, timeout).to_string())
-            }
-            Ok(resp) => {
-                for cap in resp.into_inner().capabilities {
-                    if let Some(group_controller_service_capability::Type::Rpc(rpc)) = cap.r#type {
-                        if let Ok(t) =
-                            group_controller_service_capability::rpc::Type::try_from(rpc.r#type)
-                        {
-                            caps.group_controller.push(t);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    match clients
-        .node
-        .clone()
-        .node_get_capabilities(with_timeout(NodeGetCapabilitiesRequest {}, timeout))
-        .await
-    {
-        Ok(resp) => {
-            caps.node_service = true;
-            for cap in resp.into_inner().capabilities {
-                if let Some(node_service_capability::Type::Rpc(rpc)) = cap.r#type {
-                    if let Ok(t) = node_service_capability::rpc::Type::try_from(rpc.r#type) {
-                        caps.node.push(t);
-                    }
-                }
-            }
-        }
-        // A controller-only endpoint: no node service, and its specs are skipped.
-        Err(e) if e.code() == tonic::Code::Unimplemented => {}
-        Err(e) => {
-            caps.node_caps_error = Some(rpc_error("NodeGetCapabilities", e, timeout).to_string())
-        }
-    }
-    Ok(caps)
-}
-
-/// With extra node endpoints: each must serve Node, and all must be different nodes
-/// (two endpoints of one node would have specs contend for its attachments and limit),
-/// none of them the second node of the two-node specs.
-async fn check_node_pool(
-    clients: &Clients,
-    caps: &Capabilities,
-    second_node_id: Option<&str>,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    if !caps.node_service {
-        anyhow::bail!("--csi.nodeendpoints: the driver does not serve the Node service");
-    }
-    let mut seen: Vec<String> = Vec::new();
-    for (i, node) in clients.all_nodes().enumerate() {
-        let which = if i == 0 {
-            "--csi.endpoint".to_string()
-        } else {
-            format!("--csi.nodeendpoints entry {i}")
-        };
-        let id = node
-            .clone()
-            .node_get_info(with_timeout(NodeGetInfoRequest {}, timeout))
-            .await
-            .map_err(|e| rpc_error("NodeGetInfo", e, timeout))
-            .with_context(|| format!("asking {which} for its node id"))?
-            .into_inner()
-            .node_id;
-        if seen.contains(&id) {
-            anyhow::bail!(
-                "{which} is node {id:?} again: every node endpoint must be a different node"
-            );
-        }
-        if second_node_id == Some(id.as_str()) {
-            anyhow::bail!(
-                "{which} is node {id:?}, which is also --csi.secondnodeid: the second node must be one no spec runs on"
-            );
-        }
-        seen.push(id);
-    }
-    Ok(())
 }
 
 /// Apply the bundled driver's defaults to whatever the caller left at the default.
@@ -418,7 +249,7 @@ impl TrialFactory {
             let (result, cleanup) = rt.block_on(csi_suites::breaker::scope(run.breaker(), async {
                 let body = std::panic::AssertUnwindSafe((spec.run)(ctx.clone())).catch_unwind();
                 let result = match tokio::time::timeout(spec_timeout, body).await {
-                    Ok(Ok(r)) => r.map_err(SpecError::Failure),
+                    Ok(Ok(r)) => r.map_err(SpecError::Stopped),
                     Ok(Err(panic)) => Err(SpecError::Panic(panic_message(&*panic))),
                     Err(_) => Err(SpecError::Timeout(spec_timeout)),
                 };
@@ -440,8 +271,10 @@ impl TrialFactory {
                     ))
                 }
                 Ok(()) if cleanup_msg.is_empty() => Status::Passed,
-                Err(SpecError::Failure(f)) if f.is_skip() && cleanup_msg.is_empty() => {
-                    Status::Skipped(f.skip.unwrap_or_default())
+                Err(SpecError::Stopped(csi_suites::Stop::Skipped(reason)))
+                    if cleanup_msg.is_empty() =>
+                {
+                    Status::Skipped(reason)
                 }
                 Ok(()) => Status::Failed(cleanup_msg.trim_start().to_string()),
                 Err(e) if spec.rule.is_empty() => Status::Failed(format!("{e}{cleanup_msg}")),
@@ -458,7 +291,8 @@ impl TrialFactory {
 }
 
 enum SpecError {
-    Failure(csi_suites::Failure),
+    /// The spec failed, or found that it does not apply.
+    Stopped(csi_suites::Stop),
     Panic(String),
     Timeout(Duration),
 }
@@ -466,7 +300,7 @@ enum SpecError {
 impl std::fmt::Display for SpecError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SpecError::Failure(fail) => write!(f, "{fail}"),
+            SpecError::Stopped(stop) => write!(f, "{stop}"),
             SpecError::Panic(msg) => write!(f, "the spec panicked: {msg}"),
             SpecError::Timeout(t) => write!(f, "the spec did not finish within {t:?}"),
         }
@@ -479,107 +313,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "(no message)".to_string())
-}
-
-/// Volumes and snapshots from the run's ledger that the driver still lists; each is
-/// then deleted, so a failed run does not leave them behind either.
-async fn leftovers(run: &RunState) -> Vec<String> {
-    let ledger = &run.ledger();
-    let caps = run.caps();
-    let controller = &run.clients().controller;
-    let mut found = Vec::new();
-    if !ledger.snapshots.is_empty() && caps.controller_has(ControllerRpc::ListSnapshots) {
-        found.extend(
-            sweep_pages(move |token| async move {
-                let req = ListSnapshotsRequest {
-                    starting_token: token,
-                    secrets: secrets(run, csi_suites::Secret::ListSnapshots),
-                    ..Default::default()
-                };
-                let resp = controller
-                    .clone()
-                    .list_snapshots(req)
-                    .await
-                    .ok()?
-                    .into_inner();
-                let mut found = Vec::new();
-                for s in resp.entries.into_iter().filter_map(|e| e.snapshot) {
-                    if let Some(spec) = ledger.snapshots.get(&s.snapshot_id) {
-                        found.push(format!("snapshot {} (created by {spec})", s.snapshot_id));
-                        let req = DeleteSnapshotRequest {
-                            snapshot_id: s.snapshot_id.clone(),
-                            secrets: secrets(run, csi_suites::Secret::DeleteSnapshot),
-                        };
-                        let _ = controller.clone().delete_snapshot(req).await;
-                    }
-                }
-                Some((found, resp.next_token))
-            })
-            .await,
-        );
-    }
-    if !ledger.volumes.is_empty() && caps.controller_has(ControllerRpc::ListVolumes) {
-        found.extend(
-            sweep_pages(move |token| async move {
-                let req = ListVolumesRequest {
-                    max_entries: 0,
-                    starting_token: token,
-                };
-                let resp = controller
-                    .clone()
-                    .list_volumes(req)
-                    .await
-                    .ok()?
-                    .into_inner();
-                let mut found = Vec::new();
-                for v in resp.entries.into_iter().filter_map(|e| e.volume) {
-                    if let Some(spec) = ledger.volumes.get(&v.volume_id) {
-                        found.push(format!("volume {} (created by {spec})", v.volume_id));
-                        let req = DeleteVolumeRequest {
-                            volume_id: v.volume_id.clone(),
-                            secrets: secrets(run, csi_suites::Secret::DeleteVolume),
-                        };
-                        let _ = controller.clone().delete_volume(req).await;
-                    }
-                }
-                Some((found, resp.next_token))
-            })
-            .await,
-        );
-    }
-    found
-}
-
-/// Walk a listing from its first page to its last, or until a page fails or hands
-/// back the token it was given: `page` takes each starting token, deals with that
-/// page, and answers what it found there and the next token.
-async fn sweep_pages<F, Fut>(mut page: F) -> Vec<String>
-where
-    F: FnMut(String) -> Fut,
-    Fut: std::future::Future<Output = Option<(Vec<String>, String)>>,
-{
-    let mut found = Vec::new();
-    let mut token = String::new();
-    for _ in 0..10_000 {
-        let Some((on_page, next)) = page(token.clone()).await else {
-            break;
-        };
-        found.extend(on_page);
-        if next.is_empty() || next == token {
-            break;
-        }
-        token = next;
-    }
-    found
-}
-
-/// The configured secrets for `which` call (none when not configured).
-fn secrets(run: &RunState, which: csi_suites::Secret) -> std::collections::HashMap<String, String> {
-    run.config()
-        .secrets
-        .get(which.key())
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// Run the suite described by `config`: connect (or start the bundled driver), read

@@ -4,7 +4,7 @@
 mod common;
 
 use common::TestDriver;
-use csi_suites::{spec, Ctx, Failure, Resource, Spec};
+use csi_suites::{spec, Ctx, Failure, Resource, Spec, Stop};
 
 fn mounts_under(dir: &std::path::Path) -> Vec<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -56,7 +56,7 @@ fn specs() -> Vec<Spec> {
             |ctx: Ctx| async move {
                 let v = ctx.create_volume(&ctx.unique_name("fails")).await?;
                 ctx.make_available(&v).await?;
-                Err::<(), _>(Failure::new("nothing", "a deliberate failure", "test"))
+                Err(Failure::new("nothing", "a deliberate failure", "test").into())
             }
         ),
     ]
@@ -174,7 +174,7 @@ mod alone {
     static MOST: AtomicUsize = AtomicUsize::new(0);
     static BESIDE_ALONE: AtomicUsize = AtomicUsize::new(0);
 
-    async fn shared_body(_ctx: Ctx) -> Result<(), Failure> {
+    async fn shared_body(_ctx: Ctx) -> Result<(), Stop> {
         let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
         MOST.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(40)).await;
@@ -182,7 +182,7 @@ mod alone {
         Ok(())
     }
 
-    async fn alone_body(_ctx: Ctx) -> Result<(), Failure> {
+    async fn alone_body(_ctx: Ctx) -> Result<(), Stop> {
         for _ in 0..4 {
             BESIDE_ALONE.fetch_max(RUNNING.load(Ordering::SeqCst), Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -59,6 +59,16 @@ fn lifecycles_spread_over_the_bundled_nodes_and_nothing_is_left() {
         latencies["ControllerPublishVolume"]["calls"].as_u64() >= Some(12),
         "{out}"
     );
+    // Durations are milliseconds, plain numbers, in fields named `_ms`.
+    assert!(report["elapsed_ms"].as_f64() > Some(0.0), "{out}");
+    let create = &latencies["CreateVolume"];
+    for field in ["p50_ms", "p90_ms", "p99_ms", "max_ms"] {
+        assert!(create[field].as_f64() > Some(0.0), "{field}: {out}");
+    }
+    assert!(
+        create["p50_ms"].as_f64() <= create["max_ms"].as_f64(),
+        "{out}"
+    );
     if root() {
         for rpc in ["NodeStageVolume", "NodePublishVolume", "NodeUnstageVolume"] {
             assert!(latencies[rpc]["calls"].as_u64() >= Some(12), "{rpc}: {out}");

@@ -22,9 +22,46 @@ pub struct Failure {
     pub rule: String,
     /// The step of the spec that was under way (e.g. "setting up: create a test volume").
     pub step: Option<String>,
-    /// Set when the spec found at run time that it does not apply: the runner reports it
-    /// as skipped with this reason instead of failed.
-    pub skip: Option<String>,
+}
+
+/// Why a spec stopped before it passed: it failed, or it found at run time that it does
+/// not apply (a skip is an outcome of its own, reported as skipped, never as failed).
+/// A [`Failure`] becomes a `Stop` with `?`.
+#[derive(Debug, Clone)]
+pub enum Stop {
+    Failed(Failure),
+    /// The spec does not apply here, for this reason.
+    Skipped(String),
+}
+
+impl Stop {
+    /// Not a failure: the spec does not apply here, for `reason`.
+    pub fn skip(reason: impl Into<String>) -> Stop {
+        Stop::Skipped(reason.into())
+    }
+
+    /// [`Failure::during`] for a failure; a skip stays as it is.
+    pub fn during(self, step: impl Into<String>) -> Stop {
+        match self {
+            Stop::Failed(f) => Stop::Failed(f.during(step)),
+            skipped => skipped,
+        }
+    }
+}
+
+impl From<Failure> for Stop {
+    fn from(failure: Failure) -> Stop {
+        Stop::Failed(failure)
+    }
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stop::Failed(failure) => failure.fmt(f),
+            Stop::Skipped(reason) => write!(f, "skipped: {reason}"),
+        }
+    }
 }
 
 impl Failure {
@@ -56,18 +93,6 @@ impl Failure {
         }
     }
 
-    /// Not a failure: the spec does not apply here, for `reason`.
-    pub fn skip(reason: impl Into<String>) -> Failure {
-        let reason = reason.into();
-        Failure {
-            expected: "the spec to apply".into(),
-            actual: reason.clone(),
-            rule: String::new(),
-            skip: Some(reason),
-            ..Default::default()
-        }
-    }
-
     /// Say which step of the spec was under way, unless one is already named.
     pub fn during(mut self, step: impl Into<String>) -> Failure {
         if self.step.is_none() {
@@ -75,18 +100,10 @@ impl Failure {
         }
         self
     }
-
-    /// Whether this is a run-time skip rather than a failure.
-    pub fn is_skip(&self) -> bool {
-        self.skip.is_some()
-    }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(reason) = &self.skip {
-            return write!(f, "skipped: {reason}");
-        }
         if let Some(step) = &self.step {
             writeln!(f, "during:   {step}")?;
         }
@@ -272,6 +289,26 @@ pub fn ensure_call(
     })
 }
 
+/// Make an RPC and keep its name and request for the checks:
+/// `call!(ctx.identity(), get_plugin_info, "GetPluginInfo", GetPluginInfoRequest {})`.
+#[macro_export]
+macro_rules! call {
+    ($client:expr, $method:ident, $rpc:literal, $req:expr) => {{
+        let request = $req;
+        let mut client = $client;
+        let started = ::std::time::Instant::now();
+        let result = match $crate::breaker::before($rpc) {
+            Some(refused) => Err(refused),
+            None => client
+                .$method(request.clone())
+                .await
+                .map(|r| r.into_inner()),
+        };
+        $crate::breaker::after($rpc, started, &result);
+        $crate::check::Call::new($rpc, &request, result)
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,8 +354,10 @@ mod tests {
 
     #[test]
     fn a_skip_reads_as_a_skip() {
-        let f = Failure::skip("not here");
-        assert!(f.is_skip());
+        let f = Stop::skip("not here");
+        assert!(matches!(&f, Stop::Skipped(reason) if reason == "not here"));
         assert_eq!(f.to_string(), "skipped: not here");
+        let failed: Stop = Failure::new("a", "b", "rule").into();
+        assert!(matches!(failed, Stop::Failed(_)));
     }
 }

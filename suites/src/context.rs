@@ -8,27 +8,23 @@
 //! that create things (see `fixtures.rs`) record them in the tracker, so no spec
 //! cleans up by hand.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use csi_proto::v1::controller_client::ControllerClient;
-use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
 use csi_proto::v1::group_controller_client::GroupControllerClient;
-use csi_proto::v1::group_controller_service_capability::rpc::Type as GroupControllerRpc;
 use csi_proto::v1::identity_client::IdentityClient;
 use csi_proto::v1::node_client::NodeClient;
-use csi_proto::v1::node_service_capability::rpc::Type as NodeRpc;
-use csi_proto::v1::plugin_capability::service::Type as PluginService;
-use csi_proto::v1::plugin_capability::volume_expansion::Type as VolumeExpansion;
-use csi_proto::v1::{CreateSnapshotRequest, NodeGetInfoResponse, TopologyRequirement};
+use csi_proto::v1::{CreateSnapshotRequest, NodeGetInfoResponse};
 use tonic::transport::Channel;
 
+use crate::capabilities::Capabilities;
 use crate::check::Failure;
-use crate::spec::Need;
-use crate::tracker::Tracker;
+use crate::config::SuiteConfig;
+use crate::paths::{PathKind, PathRole};
+use crate::secrets::Secret;
+use crate::tracker::{Endpoints, Ledger, Resource, Tracker};
 
 /// gRPC clients for the endpoints under test.
 #[derive(Clone)]
@@ -76,220 +72,6 @@ impl Clients {
         self.extra_nodes = channels.into_iter().map(NodeClient::new).collect();
         self
     }
-}
-
-/// What the driver advertised, read once before the run, plus what the environment
-/// allows.
-#[derive(Debug, Clone, Default)]
-pub struct Capabilities {
-    pub plugin: Vec<PluginService>,
-    pub controller: Vec<ControllerRpc>,
-    pub node: Vec<NodeRpc>,
-    /// Whether the node service answered NodeGetCapabilities.
-    pub node_service: bool,
-    /// NodeGetCapabilities failed with something other than UNIMPLEMENTED: the specs
-    /// that need the node's capabilities fail with this, as in Go, rather than skip.
-    pub node_caps_error: Option<String>,
-    /// GroupControllerGetCapabilities failed although GROUP_CONTROLLER_SERVICE is
-    /// advertised: the specs that need its capabilities fail with this.
-    pub group_caps_error: Option<String>,
-    /// Whether the harness runs as root.
-    pub root: bool,
-    /// What the group controller advertised (empty without GROUP_CONTROLLER_SERVICE).
-    pub group_controller: Vec<GroupControllerRpc>,
-    /// The plugin's VolumeExpansion capabilities.
-    pub expansion: Vec<VolumeExpansion>,
-    /// Whether the node can really stage and publish (see [`Need::Mounts`]).
-    pub mounts: bool,
-    /// `--csi.secondnodeid` is set.
-    pub second_node: bool,
-    /// `--csi.testnodevolumeattachlimit` is set.
-    pub attach_limit_test: bool,
-    /// Mutable parameters are configured.
-    pub mutable_parameters: bool,
-    /// `--csi.idempotentcount` > 0.
-    pub idempotent_repeats: bool,
-}
-
-impl Capabilities {
-    /// Whether `need` holds.
-    pub fn meets(&self, need: &Need) -> bool {
-        match need {
-            Need::PluginService(s) => self.plugin.contains(s),
-            Need::ControllerCap(c) => self.controller.contains(c),
-            Need::NodeCap(c) => self.node.contains(c),
-            Need::NodeService => self.node_service,
-            Need::Root => self.root,
-            Need::GroupControllerCap(c) => self.group_controller.contains(c),
-            Need::Mounts => self.mounts,
-            Need::SecondNode => self.second_node,
-            Need::AttachLimitTest => self.attach_limit_test,
-            Need::MutableParameters => self.mutable_parameters,
-            Need::IdempotentRepeats => self.idempotent_repeats,
-        }
-    }
-
-    /// The first unmet need of a list, if any.
-    pub fn first_unmet<'a>(&self, needs: &'a [Need]) -> Option<&'a Need> {
-        needs.iter().find(|n| !self.meets(n))
-    }
-
-    /// Whether the controller advertises `rpc`.
-    pub fn controller_has(&self, rpc: ControllerRpc) -> bool {
-        self.controller.contains(&rpc)
-    }
-
-    /// Whether the node advertises `rpc`.
-    pub fn node_has(&self, rpc: NodeRpc) -> bool {
-        self.node.contains(&rpc)
-    }
-
-    /// Fill in the configuration-derived flags from `config`.
-    pub fn with_config(mut self, config: &SuiteConfig) -> Self {
-        self.second_node = config.second_node_id.is_some();
-        self.attach_limit_test = config.test_node_volume_attach_limit;
-        self.mutable_parameters = !config.mutable_parameters.is_empty();
-        self.idempotent_repeats = config.idempotent_count > 0;
-        self
-    }
-}
-
-/// Settings that shape the specs (the `--csi.*` flags land here).
-#[derive(Debug, Clone)]
-pub struct SuiteConfig {
-    /// Root under which each spec gets its own target directories (`--csi.mountdir`).
-    pub mount_dir: PathBuf,
-    /// Root under which each spec gets its own staging directories (`--csi.stagingdir`).
-    pub staging_dir: PathBuf,
-    /// Per-RPC secrets, keyed like csi-sanity's secrets file (e.g. `CreateVolumeSecret`).
-    pub secrets: HashMap<String, HashMap<String, String>>,
-    /// `mount` or `block`.
-    pub access_type: String,
-    /// Size of test volumes, in bytes.
-    pub volume_size: i64,
-    /// Size to expand test volumes to, in bytes (0: the volume size plus 1 GiB, as
-    /// csi-sanity does).
-    pub expand_size: i64,
-    pub volume_parameters: HashMap<String, String>,
-    pub mutable_parameters: HashMap<String, String>,
-    pub snapshot_parameters: HashMap<String, String>,
-    /// Run the node-volume-attach-limit spec.
-    pub test_node_volume_attach_limit: bool,
-    /// How many times the idempotency specs repeat each call.
-    pub idempotent_count: u32,
-    /// NodeUnpublishVolume of an unknown volume: accept OK (`true`) or require NOT_FOUND.
-    pub node_unpublish_not_found_ok: bool,
-    /// A second node id, for specs that publish to another node.
-    pub second_node_id: Option<String>,
-    /// Deadline for one RPC.
-    pub rpc_timeout: Duration,
-    /// Prefix that makes this run's names unique.
-    pub name_prefix: String,
-    /// Command that creates a target directory (`--csi.createmountpathcmd`): called with
-    /// the suggested path, prints the path to use.
-    pub create_target_path_cmd: Option<String>,
-    /// Command that creates a staging directory (`--csi.createstagingpathcmd`).
-    pub create_staging_path_cmd: Option<String>,
-    /// Timeout of the create commands.
-    pub create_path_cmd_timeout: Duration,
-    /// Command that removes a target directory (`--csi.removemountpathcmd`).
-    pub remove_target_path_cmd: Option<String>,
-    /// Command that removes a staging directory (`--csi.removestagingpathcmd`).
-    pub remove_staging_path_cmd: Option<String>,
-    /// Timeout of the remove commands.
-    pub remove_path_cmd_timeout: Duration,
-    /// Command that checks a path (`--csi.checkpathcmd`): prints `file`, `directory`,
-    /// `not_found` or `other`.
-    pub check_path_cmd: Option<String>,
-    /// Timeout of the check command.
-    pub check_path_cmd_timeout: Duration,
-    /// Topology requirements for test volumes (`--csi.testtopologyrequirements`).
-    pub topology_requirements: Option<TopologyRequirement>,
-    /// A missing capability fails the specs that need it instead of skipping them.
-    pub strict: bool,
-    /// How long to wait for a snapshot to become ready to use.
-    pub ready_timeout: Duration,
-    /// The short client deadline the retry specs cut calls off with, as a CO whose
-    /// deadline is shorter than the cloud's slowest action would (`--csi.shortdeadline`).
-    pub short_deadline: Duration,
-    /// How long the retry specs keep retrying a call (on ABORTED, DEADLINE_EXCEEDED and
-    /// the like) before they call it stuck (`--csi.retrybudget`).
-    pub retry_budget: Duration,
-    /// Mount flags the full profile sends in every mount capability, as a StorageClass's
-    /// `mountOptions` reach a driver (`--csi.mountflags`; default `noatime`, which every
-    /// Linux filesystem accepts). Where the harness can see a published target, each
-    /// flag must show in its mount options.
-    pub mount_flags: Vec<String>,
-    /// Keep calling an RPC that has run out its deadline again and again, instead of
-    /// failing the later specs that need it at once (`--csi.keep-waiting`).
-    pub keep_waiting: bool,
-    /// Which profile runs: in [`Profile::Compat`] the core specs check what the Go
-    /// csi-sanity checks, no more (`--csi.profile`).
-    pub profile: crate::Profile,
-}
-
-impl Default for SuiteConfig {
-    fn default() -> Self {
-        SuiteConfig {
-            mount_dir: std::env::temp_dir().join("csi-mount"),
-            staging_dir: std::env::temp_dir().join("csi-staging"),
-            secrets: HashMap::new(),
-            access_type: "mount".into(),
-            volume_size: 10 << 30,
-            expand_size: 0,
-            volume_parameters: HashMap::new(),
-            mutable_parameters: HashMap::new(),
-            snapshot_parameters: HashMap::new(),
-            test_node_volume_attach_limit: false,
-            idempotent_count: 10,
-            node_unpublish_not_found_ok: false,
-            second_node_id: None,
-            rpc_timeout: Duration::from_secs(60),
-            name_prefix: "sanity".into(),
-            create_target_path_cmd: None,
-            create_staging_path_cmd: None,
-            create_path_cmd_timeout: Duration::from_secs(10),
-            remove_target_path_cmd: None,
-            remove_staging_path_cmd: None,
-            remove_path_cmd_timeout: Duration::from_secs(10),
-            check_path_cmd: None,
-            check_path_cmd_timeout: Duration::from_secs(10),
-            topology_requirements: None,
-            strict: false,
-            ready_timeout: Duration::from_secs(300),
-            short_deadline: Duration::from_millis(200),
-            retry_budget: Duration::from_secs(120),
-            profile: crate::Profile::Full,
-            keep_waiting: false,
-            mount_flags: vec!["noatime".to_string()],
-        }
-    }
-}
-
-impl SuiteConfig {
-    /// The size expansion specs ask for.
-    pub fn expand_to(&self) -> i64 {
-        if self.expand_size > 0 {
-            self.expand_size
-        } else {
-            self.volume_size + (1 << 30)
-        }
-    }
-
-    /// Whether test volumes use the block access type.
-    pub fn is_block(&self) -> bool {
-        self.access_type.trim().eq_ignore_ascii_case("block")
-    }
-}
-
-/// What one run created, by id, so the runner can check at the end that nothing is
-/// left over.
-#[derive(Debug, Clone, Default)]
-pub struct Ledger {
-    /// Volume id → the spec that created it.
-    pub volumes: BTreeMap<String, String>,
-    /// Snapshot id → the spec that created it.
-    pub snapshots: BTreeMap<String, String>,
 }
 
 pub(crate) struct RunInner {
@@ -557,7 +339,7 @@ impl Ctx {
     /// Whether the compat profile runs: the core specs then check what the Go
     /// csi-sanity checks, no more, so their verdicts equal Go's.
     pub fn compat(&self) -> bool {
-        self.run.config.profile == crate::Profile::Compat
+        self.run.config.compat()
     }
 
     /// The spec this context belongs to.
@@ -598,24 +380,77 @@ impl Ctx {
     }
 }
 
-/// Make an RPC and keep its name and request for the checks:
-/// `call!(ctx.identity(), get_plugin_info, "GetPluginInfo", GetPluginInfoRequest {})`.
-#[macro_export]
-macro_rules! call {
-    ($client:expr, $method:ident, $rpc:literal, $req:expr) => {{
-        let request = $req;
-        let mut client = $client;
-        let started = ::std::time::Instant::now();
-        let result = match $crate::breaker::before($rpc) {
-            Some(refused) => Err(refused),
-            None => client
-                .$method(request.clone())
-                .await
-                .map(|r| r.into_inner()),
+/// Paths, secrets and cleanup: the spec's view of the leaf modules.
+impl Ctx {
+    /// This spec's target path for NodePublishVolume: `<new directory>/target`, where
+    /// the directory is created on first use and removed after the spec. The driver
+    /// creates (and on unpublish removes) the target itself.
+    pub async fn target_path(&self) -> Result<String, Failure> {
+        if let Some(p) = self.spec_paths().target.clone() {
+            return Ok(p);
+        }
+        let p = self.new_target_path().await?;
+        self.spec_paths().target = Some(p.clone());
+        Ok(p)
+    }
+
+    /// This spec's staging path for NodeStageVolume: a directory created on first use
+    /// and removed after the spec.
+    pub async fn staging_path(&self) -> Result<String, Failure> {
+        if let Some(p) = self.spec_paths().staging.clone() {
+            return Ok(p);
+        }
+        let p = self.new_staging_path().await?;
+        self.spec_paths().staging = Some(p.clone());
+        Ok(p)
+    }
+
+    /// Another target path, distinct from [`Ctx::target_path`].
+    pub async fn new_target_path(&self) -> Result<String, Failure> {
+        let dir = self.create_dir(PathRole::Target).await?;
+        Ok(format!("{}/target", dir.trim_end_matches('/')))
+    }
+
+    /// Another staging path, distinct from [`Ctx::staging_path`].
+    pub async fn new_staging_path(&self) -> Result<String, Failure> {
+        self.create_dir(PathRole::Staging).await
+    }
+
+    fn spec_paths(&self) -> std::sync::MutexGuard<'_, SpecPaths> {
+        self.spec.paths.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn create_dir(&self, role: PathRole) -> Result<String, Failure> {
+        let name = self.unique_name(role.tag());
+        let created = crate::paths::create_dir(self.config(), role, &name).await?;
+        self.tracker().track(Resource::Path {
+            path: created.clone(),
+            role,
+        });
+        Ok(created)
+    }
+
+    /// What is at `path`, by the check-path command or `stat`.
+    pub async fn check_path(&self, path: &str) -> Result<PathKind, Failure> {
+        crate::paths::check_path(self.config(), path).await
+    }
+
+    /// The secrets configured for `rpc` (empty when none are).
+    pub fn secrets(&self, rpc: Secret) -> HashMap<String, String> {
+        rpc.in_file(&self.config().secrets)
+    }
+
+    /// Undo everything this spec's tracker holds, in order. Runners call this after
+    /// every spec; a spec may call it early. Every step accepts OK and NOT_FOUND.
+    pub async fn cleanup(&self) -> Result<(), Failure> {
+        let via = Endpoints {
+            controller: self.controller(),
+            node: self.node(),
+            group_controller: self.group_controller(),
+            config: self.config(),
         };
-        $crate::breaker::after($rpc, started, &result);
-        $crate::check::Call::new($rpc, &request, result)
-    }};
+        self.tracker().undo_all(&via).await
+    }
 }
 
 #[cfg(test)]

@@ -163,7 +163,7 @@ pub fn specs() -> Vec<Spec> {
                 });
                 let request = c.request.clone();
                 let resp = c.ok(RULE)?;
-                ensure_call(resp.available_capacity >= 0, "GetCapacity", &request, "available_capacity >= 0", resp.available_capacity, RULE)
+                Ok(ensure_call(resp.available_capacity >= 0, "GetCapacity", &request, "available_capacity >= 0", resp.available_capacity, RULE)?)
             }
         ),
         spec!(
@@ -214,9 +214,9 @@ pub fn specs() -> Vec<Spec> {
                     format!("{} volumes, not including it", listed.len()), RULE)?;
                 ctx.delete_volume(&id).await?;
                 let listed = ctx.list_all_volumes(0).await?;
-                ensure(!listed.iter().any(|v| v.volume_id == id), "ListVolumes",
+                Ok(ensure(!listed.iter().any(|v| v.volume_id == id), "ListVolumes",
                     format!("the deleted volume {id} gone from the list"),
-                    "it is still listed", RULE)
+                    "it is still listed", RULE)?)
             }
         ),
         spec!(
@@ -270,7 +270,7 @@ pub fn specs() -> Vec<Spec> {
                         "a page ending with one of our volumes, to delete it between pages",
                         format!("{} pages, none ending with one of ours {ours:?}: {:?}", w.pages, w.ids),
                         PAGINATION_RULE,
-                    ).during("walk 2 of 3"));
+                    ).during("walk 2 of 3").into());
                 };
                 // Allowed: an offset-based listing may show one volume twice (shifted
                 // by the insertion) and miss one (shifted by the deletion). Not allowed:
@@ -292,8 +292,8 @@ pub fn specs() -> Vec<Spec> {
                 now.extend(added);
                 clean_walk(&ctx, MAX, &now).await.map_err(|f| f.during("walk 3 of 3: listing after the changes"))?;
                 let listed: HashMap<String, ()> = ctx.list_all_volumes(0).await?.into_iter().map(|v| (v.volume_id, ())).collect();
-                ensure(!listed.contains_key(&deleted), "ListVolumes",
-                    format!("the deleted volume {deleted} gone"), "still listed", PAGINATION_RULE)
+                Ok(ensure(!listed.contains_key(&deleted), "ListVolumes",
+                    format!("the deleted volume {deleted} gone"), "still listed", PAGINATION_RULE)?)
             }
         ),
     ]

@@ -10,7 +10,7 @@ use csi_proto::v1::{
 };
 use tonic::Code;
 
-use crate::check::{ensure_call, Call, Failure};
+use crate::check::{ensure_call, Call, Failure, Stop};
 use crate::secrets::Secret;
 use crate::{call, spec, Ctx, Need, Spec};
 
@@ -42,7 +42,7 @@ fn volume_of(c: Call<CreateVolumeResponse>, rule: &str) -> Result<Volume, Failur
 /// Create with a capacity of `bytes` and check the volume has at least that much (or
 /// reports it as unknown, 0). A driver that can't make that size (OUT_OF_RANGE) makes
 /// the spec not apply.
-async fn create_with_capacity(ctx: &Ctx, name: &str, bytes: i64) -> Result<Volume, Failure> {
+async fn create_with_capacity(ctx: &Ctx, name: &str, bytes: i64) -> Result<Volume, Stop> {
     const RULE: &str = "spec CreateVolume: the volume MUST be at least capacity_range.required_bytes (capacity_bytes 0 means unknown)";
     let mut req = ctx.volume_request(name);
     req.capacity_range = Some(CapacityRange {
@@ -53,7 +53,7 @@ async fn create_with_capacity(ctx: &Ctx, name: &str, bytes: i64) -> Result<Volum
     if c.status_code() == Code::OutOfRange
         || (ctx.compat() && c.status_code() == Code::Unimplemented)
     {
-        return Err(Failure::skip(format!(
+        return Err(Stop::skip(format!(
             "the driver can't create a volume of {bytes} bytes (OUT_OF_RANGE)"
         )));
     }
@@ -195,8 +195,8 @@ fn create_specs() -> Vec<Spec> {
                 let second = volume_of(c, RULE)?;
                 ensure_call(second.volume_id == first.volume_id, "CreateVolume", &request,
                     format!("the same volume_id {}", first.volume_id), &second.volume_id, RULE)?;
-                ensure_call(second.capacity_bytes == first.capacity_bytes, "CreateVolume", &request,
-                    format!("the same capacity_bytes {}", first.capacity_bytes), second.capacity_bytes, RULE)
+                Ok(ensure_call(second.capacity_bytes == first.capacity_bytes, "CreateVolume", &request,
+                    format!("the same capacity_bytes {}", first.capacity_bytes), second.capacity_bytes, RULE)?)
             }
         ),
         spec!(
@@ -214,7 +214,7 @@ fn create_specs() -> Vec<Spec> {
                 let request = c.request.clone();
                 let first = volume_of(c, "spec CreateVolume: a volume of exactly required_bytes = limit_bytes MUST be created")?;
                 if first.capacity_bytes == 0 {
-                    return Err(Failure::skip("the driver reports capacity 0 (unknown), so a different capacity can't be judged"));
+                    return Err(Stop::skip("the driver reports capacity 0 (unknown), so a different capacity can't be judged"));
                 }
                 ensure_call(first.capacity_bytes == size, "CreateVolume", &request, format!("capacity_bytes == {size} (required_bytes = limit_bytes)"),
                     first.capacity_bytes, "spec CreateVolume: the volume's capacity MUST be within capacity_range: at least required_bytes and at most limit_bytes")?;
@@ -240,9 +240,9 @@ fn create_specs() -> Vec<Spec> {
                 let c = ctx.create_volume_with(req).await;
                 let request = c.request.clone();
                 let v = volume_of(c, "CreateVolume: a name of 128 bytes is within the spec's size limit and MUST be accepted")?;
-                ensure_call(v.capacity_bytes == 0 || v.capacity_bytes >= size, "CreateVolume", &request,
+                Ok(ensure_call(v.capacity_bytes == 0 || v.capacity_bytes >= size, "CreateVolume", &request,
                     format!("capacity_bytes >= {size} (or 0, unknown)"), v.capacity_bytes,
-                    "spec CreateVolume: the volume MUST be at least capacity_range.required_bytes")
+                    "spec CreateVolume: the volume MUST be at least capacity_range.required_bytes")?)
             }
         ),
         spec!(
@@ -259,7 +259,7 @@ fn create_specs() -> Vec<Spec> {
                 let c = ctx.create_volume_with(req).await;
                 let request = c.request.clone();
                 let v = volume_of(c, RULE)?;
-                check_source(&ctx, &v, &request, &src, "CreateVolume: a volume created from a snapshot reports that snapshot as its content_source")
+                Ok(check_source(&ctx, &v, &request, &src, "CreateVolume: a volume created from a snapshot reports that snapshot as its content_source")?)
             }
         ),
         spec!(
@@ -288,7 +288,7 @@ fn create_specs() -> Vec<Spec> {
                 let c = ctx.create_volume_with(req).await;
                 let request = c.request.clone();
                 let v = volume_of(c, RULE)?;
-                check_source(&ctx, &v, &request, &src, "CreateVolume: a cloned volume reports its source volume as content_source")
+                Ok(check_source(&ctx, &v, &request, &src, "CreateVolume: a cloned volume reports its source volume as content_source")?)
             }
         ),
         spec!(
@@ -441,14 +441,14 @@ fn validate_specs() -> Vec<Spec> {
                 let request = c.request.clone();
                 let resp = c.ok(RULE)?;
                 let confirmed = resp.confirmed.as_ref();
-                ensure_call(
+                Ok(ensure_call(
                     confirmed.is_some_and(|c| c.volume_capabilities.contains(&cap)),
                     "ValidateVolumeCapabilities",
                     &request,
                     format!("confirmed, listing {cap:?}"),
                     &resp,
                     RULE,
-                )
+                )?)
             }
         ),
         spec!(

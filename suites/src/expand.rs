@@ -54,7 +54,7 @@ pub fn specs() -> Vec<Spec> {
             [EXPAND, CREATE_DELETE],
             |ctx: Ctx| async move {
                 let v = ctx.create_volume(&ctx.unique_name("expand")).await?;
-                crate::node::expand_on_controller(&ctx, &v.volume_id, ctx.config().expand_to()).await
+                Ok(crate::node::expand_on_controller(&ctx, &v.volume_id, ctx.config().expand_to()).await?)
             }
         ),
     ]

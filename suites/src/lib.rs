@@ -22,7 +22,8 @@
 //!         |ctx: Ctx| async move {
 //!             // Tracked: deleted after the spec even if a later step fails.
 //!             let volume = ctx.create_volume(&ctx.unique_name("example")).await?;
-//!             ctx.delete_volume(&volume.volume_id).await
+//!             ctx.delete_volume(&volume.volume_id).await?;
+//!             Ok(())
 //!         }
 //!     )]
 //! }
@@ -50,21 +51,26 @@
 //! - Checks: [`call!`] makes an RPC and keeps its name and (redacted) request;
 //!   [`Call::ok`], [`Call::code`], [`Call::code_in`] and [`check::ensure`] produce
 //!   [`Failure`]s that name the RPC, the request, the expected and actual outcome, and
-//!   the rule. [`Failure::skip`] reports at run time that a spec does not apply.
+//!   the rule. [`Stop::skip`] reports at run time that a spec does not apply: a skip is an
+//!   outcome of its own, and a [`Failure`] becomes a [`Stop`] with `?`.
 
 // A `Failure` carries the whole story of what went wrong (RPC, request, expected,
 // actual, rule); it is built on the cold path only, so its size doesn't matter.
 #![allow(clippy::result_large_err)]
 
 pub mod breaker;
+pub mod capabilities;
 pub mod check;
+pub mod config;
 pub mod context;
 pub mod fixtures;
 pub mod go_names;
 pub mod paths;
+pub mod retry;
 pub mod secrets;
 pub mod spec;
 pub mod tracker;
+pub mod units;
 
 pub mod beyond;
 pub mod controller;
@@ -77,13 +83,15 @@ pub mod node;
 pub mod publish;
 pub mod snapshots;
 
-pub use check::{Call, Failure};
-pub use context::{Capabilities, Clients, Ctx, Ledger, RunState, SuiteConfig};
+pub use capabilities::{Capabilities, Need};
+pub use check::{Call, Failure, Stop};
+pub use config::{Profile, SuiteConfig};
+pub use context::{Clients, Ctx, RunState};
 pub use fixtures::Available;
 pub use paths::{PathKind, PathRole};
 pub use secrets::Secret;
-pub use spec::{Need, Profile, Spec, SpecFuture};
-pub use tracker::{Resource, Tracker};
+pub use spec::{Spec, SpecFuture};
+pub use tracker::{Endpoints, Ledger, Resource, Tracker};
 
 /// Every spec, grouped by service, in a stable order.
 pub fn all() -> Vec<Spec> {

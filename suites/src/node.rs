@@ -297,7 +297,7 @@ fn info_specs() -> Vec<Spec> {
                     "accessible_topology set, since the plugin advertises VOLUME_ACCESSIBILITY_CONSTRAINTS", &resp.accessible_topology,
                     "spec NodeGetInfo: accessible_topology (OPTIONAL) is where the node's volumes are accessible; a CO needs it to honour VOLUME_ACCESSIBILITY_CONSTRAINTS");
                 if ctx.compat() {
-                    return topology;
+                    return Ok(topology?);
                 }
                 ctx.should(topology);
                 Ok(())
@@ -430,8 +430,8 @@ fn publish_specs() -> Vec<Spec> {
                 check_published_target(&ctx, &a.target_path).await?;
                 ctx.node_unpublish(&volume.volume_id, &a.target_path).await?;
                 let kind = ctx.check_path(&a.target_path).await?;
-                ensure(kind == PathKind::NotFound, "NodeUnpublishVolume",
-                    format!("nothing at {} (not_found)", a.target_path), kind, RULE)
+                Ok(ensure(kind == PathKind::NotFound, "NodeUnpublishVolume",
+                    format!("nothing at {} (not_found)", a.target_path), kind, RULE)?)
             }
         ),
         spec!(
@@ -644,14 +644,14 @@ fn lifecycle_specs() -> Vec<Spec> {
             "a volume can be staged, published, unpublished and unstaged",
             "spec: the node half of the volume lifecycle: [ControllerPublish] → [NodeStage] → NodePublish → NodeUnpublish → [NodeUnstage] → [ControllerUnpublish]",
             [NODE_SERVICE, CREATE_DELETE, Need::Mounts],
-            |ctx: Ctx| async move { node_lifecycle(&ctx, 1).await }
+            |ctx: Ctx| async move { Ok(node_lifecycle(&ctx, 1).await?) }
         ),
         spec!(
             NODE,
             "every call of the node lifecycle can be repeated with the same result",
             "spec: Node RPCs are idempotent; a CO retries after timeouts",
             [NODE_SERVICE, CREATE_DELETE, Need::Mounts, Need::IdempotentRepeats],
-            |ctx: Ctx| async move { node_lifecycle(&ctx, ctx.config().idempotent_count).await }
+            |ctx: Ctx| async move { Ok(node_lifecycle(&ctx, ctx.config().idempotent_count).await?) }
         ),
     ]
 }

@@ -9,8 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::check::Failure;
-use crate::context::Ctx;
-use crate::tracker::Resource;
+use crate::config::SuiteConfig;
 
 /// Whether a harness-created directory holds target paths or is a staging path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,6 +18,16 @@ pub enum PathRole {
     Target,
     /// A NodeStageVolume staging path.
     Staging,
+}
+
+impl PathRole {
+    /// The word in the names of this role's directories.
+    pub(crate) fn tag(self) -> &'static str {
+        match self {
+            PathRole::Target => "t",
+            PathRole::Staging => "s",
+        }
+    }
 }
 
 /// What is at a path, as the check-path protocol reports it.
@@ -70,153 +79,110 @@ async fn run_path_command(cmd: &str, path: &str, timeout: Duration) -> Result<St
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-impl Ctx {
-    /// This spec's target path for NodePublishVolume: `<new directory>/target`, where
-    /// the directory is created on first use and removed after the spec. The driver
-    /// creates (and on unpublish removes) the target itself.
-    pub async fn target_path(&self) -> Result<String, Failure> {
-        if let Some(p) = self.spec_paths().target.clone() {
-            return Ok(p);
-        }
-        let p = self.new_target_path().await?;
-        self.spec_paths().target = Some(p.clone());
-        Ok(p)
-    }
-
-    /// This spec's staging path for NodeStageVolume: a directory created on first use
-    /// and removed after the spec.
-    pub async fn staging_path(&self) -> Result<String, Failure> {
-        if let Some(p) = self.spec_paths().staging.clone() {
-            return Ok(p);
-        }
-        let p = self.new_staging_path().await?;
-        self.spec_paths().staging = Some(p.clone());
-        Ok(p)
-    }
-
-    /// Another target path, distinct from [`Ctx::target_path`].
-    pub async fn new_target_path(&self) -> Result<String, Failure> {
-        let dir = self.create_dir(PathRole::Target).await?;
-        Ok(format!("{}/target", dir.trim_end_matches('/')))
-    }
-
-    /// Another staging path, distinct from [`Ctx::staging_path`].
-    pub async fn new_staging_path(&self) -> Result<String, Failure> {
-        self.create_dir(PathRole::Staging).await
-    }
-
-    fn spec_paths(&self) -> std::sync::MutexGuard<'_, crate::context::SpecPaths> {
-        self.spec.paths.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn create_dir(&self, role: PathRole) -> Result<String, Failure> {
-        let config = self.config();
-        let (root, cmd, tag) = match role {
-            PathRole::Target => (&config.mount_dir, &config.create_target_path_cmd, "t"),
-            PathRole::Staging => (&config.staging_dir, &config.create_staging_path_cmd, "s"),
-        };
-        let suggested = root.join(self.unique_name(tag));
-        let suggested_str = suggested.to_string_lossy().to_string();
-        let created = match cmd {
-            Some(cmd) => {
-                let out = run_path_command(cmd, &suggested_str, config.create_path_cmd_timeout)
-                    .await
-                    .map_err(|e| {
-                        Failure::new("the create-path command to succeed", e, PATH_RULE)
-                            .during("setting up: creating a path")
-                    })?;
-                if out.is_empty() {
-                    suggested_str
-                } else {
-                    out
-                }
-            }
-            None => {
-                std::fs::create_dir_all(root)
-                    .and_then(|()| std::fs::create_dir(&suggested))
-                    .map_err(|e| {
-                        Failure::new(
-                            format!("to create {}", suggested.display()),
-                            e.to_string(),
-                            PATH_RULE,
-                        )
+/// Create a directory for `role`, suggested as `name` under the configured root, with
+/// the configured command or `mkdir`; the path to use. The caller records it for removal.
+pub(crate) async fn create_dir(
+    config: &SuiteConfig,
+    role: PathRole,
+    name: &str,
+) -> Result<String, Failure> {
+    let (root, cmd) = match role {
+        PathRole::Target => (&config.mount_dir, &config.create_target_path_cmd),
+        PathRole::Staging => (&config.staging_dir, &config.create_staging_path_cmd),
+    };
+    let suggested = root.join(name);
+    let suggested_str = suggested.to_string_lossy().to_string();
+    match cmd {
+        Some(cmd) => {
+            let out = run_path_command(cmd, &suggested_str, config.create_path_cmd_timeout)
+                .await
+                .map_err(|e| {
+                    Failure::new("the create-path command to succeed", e, PATH_RULE)
                         .during("setting up: creating a path")
-                    })?;
-                suggested_str
-            }
-        };
-        self.tracker().track(Resource::Path {
-            path: created.clone(),
-            role,
-        });
-        Ok(created)
-    }
-
-    /// What is at `path`, by the check-path command or `stat`.
-    pub async fn check_path(&self, path: &str) -> Result<PathKind, Failure> {
-        let config = self.config();
-        const RULE: &str =
-            "harness: --csi.checkpathcmd must print file, directory, not_found or other";
-        if let Some(cmd) = &config.check_path_cmd {
-            let out = run_path_command(cmd, path, config.check_path_cmd_timeout)
-                .await
-                .map_err(|e| Failure::new("the check-path command to succeed", e, RULE))?;
-            return PathKind::parse(&out).ok_or_else(|| {
-                Failure::new(
-                    "file, directory, not_found or other",
-                    format!("{cmd:?} printed {out:?}"),
-                    RULE,
-                )
-            });
+                })?;
+            Ok(if out.is_empty() { suggested_str } else { out })
         }
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_file() => Ok(PathKind::File),
-            Ok(m) if m.is_dir() => Ok(PathKind::Directory),
-            Ok(_) => Ok(PathKind::Other),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PathKind::NotFound),
-            Err(e) => Err(Failure::new(format!("to stat {path}"), e.to_string(), RULE)),
+        None => {
+            std::fs::create_dir_all(root)
+                .and_then(|()| std::fs::create_dir(&suggested))
+                .map_err(|e| {
+                    Failure::new(
+                        format!("to create {}", suggested.display()),
+                        e.to_string(),
+                        PATH_RULE,
+                    )
+                    .during("setting up: creating a path")
+                })?;
+            Ok(suggested_str)
         }
     }
+}
 
-    /// Remove a directory the harness created, with the configured command or `rmdir`.
-    pub(crate) async fn remove_path(&self, path: &str, role: PathRole) -> Result<(), Failure> {
-        let config = self.config();
-        const RULE: &str = "cleanup: the harness removes the directories it created (--csi.removemountpathcmd, --csi.removestagingpathcmd); a directory still holding a mount is never removed";
-        let cmd = match role {
-            PathRole::Target => &config.remove_target_path_cmd,
-            PathRole::Staging => &config.remove_staging_path_cmd,
-        };
-        if let Some(cmd) = cmd {
-            return run_path_command(cmd, path, config.remove_path_cmd_timeout)
-                .await
-                .map(|_| ())
-                .map_err(|e| Failure::new("the remove-path command to succeed", e, RULE));
-        }
-        let dir = Path::new(path);
-        if !dir.exists() {
-            return Ok(());
-        }
-        if role == PathRole::Target {
-            // A driver that left its target behind is caught by the spec that checks
-            // for it; here, only remove what is empty and unmounted (rmdir and unlink
-            // refuse a mount point).
-            let target = dir.join("target");
-            if let Ok(m) = std::fs::symlink_metadata(&target) {
-                let _ = if m.is_dir() {
-                    std::fs::remove_dir(&target)
-                } else if m.len() == 0 {
-                    std::fs::remove_file(&target)
-                } else {
-                    Ok(())
-                };
-            }
-        }
-        std::fs::remove_dir(dir).map_err(|e| {
+/// What is at `path`, by the check-path command or `stat`.
+pub async fn check_path(config: &SuiteConfig, path: &str) -> Result<PathKind, Failure> {
+    const RULE: &str = "harness: --csi.checkpathcmd must print file, directory, not_found or other";
+    if let Some(cmd) = &config.check_path_cmd {
+        let out = run_path_command(cmd, path, config.check_path_cmd_timeout)
+            .await
+            .map_err(|e| Failure::new("the check-path command to succeed", e, RULE))?;
+        return PathKind::parse(&out).ok_or_else(|| {
             Failure::new(
-                format!("to remove {path}"),
-                format!("{e} (is something still mounted there?)"),
+                "file, directory, not_found or other",
+                format!("{cmd:?} printed {out:?}"),
                 RULE,
             )
-        })
+        });
     }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => Ok(PathKind::File),
+        Ok(m) if m.is_dir() => Ok(PathKind::Directory),
+        Ok(_) => Ok(PathKind::Other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PathKind::NotFound),
+        Err(e) => Err(Failure::new(format!("to stat {path}"), e.to_string(), RULE)),
+    }
+}
+
+/// Remove a directory the harness created, with the configured command or `rmdir`.
+pub(crate) async fn remove_path(
+    config: &SuiteConfig,
+    path: &str,
+    role: PathRole,
+) -> Result<(), Failure> {
+    const RULE: &str = "cleanup: the harness removes the directories it created (--csi.removemountpathcmd, --csi.removestagingpathcmd); a directory still holding a mount is never removed";
+    let cmd = match role {
+        PathRole::Target => &config.remove_target_path_cmd,
+        PathRole::Staging => &config.remove_staging_path_cmd,
+    };
+    if let Some(cmd) = cmd {
+        return run_path_command(cmd, path, config.remove_path_cmd_timeout)
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::new("the remove-path command to succeed", e, RULE));
+    }
+    let dir = Path::new(path);
+    if !dir.exists() {
+        return Ok(());
+    }
+    if role == PathRole::Target {
+        // A driver that left its target behind is caught by the spec that checks
+        // for it; here, only remove what is empty and unmounted (rmdir and unlink
+        // refuse a mount point).
+        let target = dir.join("target");
+        if let Ok(m) = std::fs::symlink_metadata(&target) {
+            let _ = if m.is_dir() {
+                std::fs::remove_dir(&target)
+            } else if m.len() == 0 {
+                std::fs::remove_file(&target)
+            } else {
+                Ok(())
+            };
+        }
+    }
+    std::fs::remove_dir(dir).map_err(|e| {
+        Failure::new(
+            format!("to remove {path}"),
+            format!("{e} (is something still mounted there?)"),
+            RULE,
+        )
+    })
 }

@@ -6,7 +6,7 @@ use csi_proto::v1::{
 };
 use tonic::Code;
 
-use crate::check::{ensure_call, Failure};
+use crate::check::{ensure_call, Failure, Stop};
 use crate::secrets::Secret;
 use crate::{call, spec, Ctx, Need, Spec};
 
@@ -162,10 +162,10 @@ pub fn specs() -> Vec<Spec> {
                 let info = ctx.node_info().await?;
                 let max = info.max_volumes_per_node;
                 if max <= 0 {
-                    return Err(Failure::skip("NodeGetInfo reports no max_volumes_per_node"));
+                    return Err(Stop::skip("NodeGetInfo reports no max_volumes_per_node"));
                 }
                 if max > 64 {
-                    return Err(Failure::skip(format!("max_volumes_per_node is {max}; the spec fills the node only up to 64 volumes")));
+                    return Err(Stop::skip(format!("max_volumes_per_node is {max}; the spec fills the node only up to 64 volumes")));
                 }
                 for i in 0..max {
                     let v = ctx.create_volume(&ctx.unique_name("limit")).await?;
@@ -247,7 +247,7 @@ pub fn specs() -> Vec<Spec> {
             "spec: the controller half of the volume lifecycle: CreateVolume → ControllerPublishVolume → ControllerUnpublishVolume → DeleteVolume",
             [PUBLISH, CREATE_DELETE, Need::NodeService],
             |ctx: Ctx| async move {
-                controller_lifecycle(&ctx, 1).await
+                Ok(controller_lifecycle(&ctx, 1).await?)
             }
         ),
         spec!(
@@ -256,7 +256,7 @@ pub fn specs() -> Vec<Spec> {
             "spec: Controller RPCs are idempotent; a CO retries after timeouts",
             [PUBLISH, CREATE_DELETE, Need::NodeService, Need::IdempotentRepeats],
             |ctx: Ctx| async move {
-                controller_lifecycle(&ctx, ctx.config().idempotent_count).await
+                Ok(controller_lifecycle(&ctx, ctx.config().idempotent_count).await?)
             }
         ),
     ]

@@ -2,8 +2,6 @@
 
 use std::collections::HashMap;
 
-use crate::context::Ctx;
-
 /// The RPCs that carry secrets, each with its key in the secrets file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Secret {
@@ -53,6 +51,15 @@ impl Secret {
         }
     }
 
+    /// The secrets `file` (keyed like csi-sanity's, [`Secret::key`]) holds for this RPC;
+    /// empty when it holds none.
+    pub fn in_file(
+        self,
+        file: &HashMap<String, HashMap<String, String>>,
+    ) -> HashMap<String, String> {
+        file.get(self.key()).cloned().unwrap_or_default()
+    }
+
     /// Every key, for validating a secrets file.
     pub const ALL: &'static [Secret] = &[
         Secret::CreateVolume,
@@ -73,15 +80,4 @@ impl Secret {
         Secret::DeleteVolumeGroupSnapshot,
         Secret::GetVolumeGroupSnapshot,
     ];
-}
-
-impl Ctx {
-    /// The secrets configured for `rpc` (empty when none are).
-    pub fn secrets(&self, rpc: Secret) -> HashMap<String, String> {
-        self.config()
-            .secrets
-            .get(rpc.key())
-            .cloned()
-            .unwrap_or_default()
-    }
 }

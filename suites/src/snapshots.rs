@@ -178,8 +178,8 @@ fn list_specs() -> Vec<Spec> {
                 // A second snapshot, which must not come back.
                 ctx.create_snapshot(&ctx.unique_name("list-by-id-other"), &volume_id).await?;
                 let (request, got) = listed(&ctx, ListSnapshotsRequest { snapshot_id: snap.snapshot_id.clone(), ..Default::default() }, RULE).await?;
-                ensure_call(got.len() == 1 && got[0].snapshot_id == snap.snapshot_id, "ListSnapshots", &request,
-                    format!("exactly snapshot {}", snap.snapshot_id), &got, RULE)
+                Ok(ensure_call(got.len() == 1 && got[0].snapshot_id == snap.snapshot_id, "ListSnapshots", &request,
+                    format!("exactly snapshot {}", snap.snapshot_id), &got, RULE)?)
             }
         ),
         spec!(
@@ -189,7 +189,7 @@ fn list_specs() -> Vec<Spec> {
             [LIST_SNAPSHOTS],
             |ctx: Ctx| async move {
                 const RULE: &str = "ListSnapshots: an unknown snapshot_id gives OK with no entries";
-                expect_none_listed(&ctx, ListSnapshotsRequest { snapshot_id: ctx.unknown_snapshot_id(), ..Default::default() }, RULE).await
+                Ok(expect_none_listed(&ctx, ListSnapshotsRequest { snapshot_id: ctx.unknown_snapshot_id(), ..Default::default() }, RULE).await?)
             }
         ),
         spec!(
@@ -205,8 +205,8 @@ fn list_specs() -> Vec<Spec> {
                 let (request, got) = listed(&ctx, ListSnapshotsRequest { source_volume_id: volume_id.clone(), ..Default::default() }, RULE).await?;
                 ensure_call(got.iter().any(|s| s.snapshot_id == snap.snapshot_id), "ListSnapshots", &request,
                     format!("snapshot {} of volume {volume_id}", snap.snapshot_id), &got, RULE)?;
-                ensure_call(got.iter().all(|s| s.source_volume_id == volume_id && s.snapshot_id != other.snapshot_id), "ListSnapshots", &request,
-                    format!("only snapshots of volume {volume_id}"), &got, RULE)
+                Ok(ensure_call(got.iter().all(|s| s.source_volume_id == volume_id && s.snapshot_id != other.snapshot_id), "ListSnapshots", &request,
+                    format!("only snapshots of volume {volume_id}"), &got, RULE)?)
             }
         ),
         spec!(
@@ -216,7 +216,7 @@ fn list_specs() -> Vec<Spec> {
             [LIST_SNAPSHOTS],
             |ctx: Ctx| async move {
                 const RULE: &str = "ListSnapshots: an unknown source_volume_id gives OK with no entries";
-                expect_none_listed(&ctx, ListSnapshotsRequest { source_volume_id: ctx.unknown_volume_id(), ..Default::default() }, RULE).await
+                Ok(expect_none_listed(&ctx, ListSnapshotsRequest { source_volume_id: ctx.unknown_volume_id(), ..Default::default() }, RULE).await?)
             }
         ),
         spec!(
@@ -232,7 +232,7 @@ fn list_specs() -> Vec<Spec> {
                 ensure(all.contains(&id), "ListSnapshots", format!("the new snapshot {id} listed"), format!("{} snapshots, not including it", all.len()), RULE)?;
                 ctx.delete_snapshot(&id).await?;
                 let (all, _) = walk_snapshots(&ctx, 100).await?;
-                ensure(!all.contains(&id), "ListSnapshots", format!("the deleted snapshot {id} gone"), "it is still listed", RULE)
+                Ok(ensure(!all.contains(&id), "ListSnapshots", format!("the deleted snapshot {id} gone"), "it is still listed", RULE)?)
             }
         ),
         spec!(
@@ -270,9 +270,9 @@ fn list_specs() -> Vec<Spec> {
                     "spec ListSnapshots: max_entries unset means no restriction on the number of entries returned");
                 if ctx.compat() {
                     exact?;
-                    return ensure_call(rest.entries.len() + 2 == total, "ListSnapshots", &request,
+                    return Ok(ensure_call(rest.entries.len() + 2 == total, "ListSnapshots", &request,
                         format!("the {} remaining entries at once", total.saturating_sub(2)), rest.entries.len(),
-                        "Go csi-sanity: a token with no max_entries returns all the remaining entries");
+                        "Go csi-sanity: a token with no max_entries returns all the remaining entries")?);
                 }
                 ctx.should(exact);
                 ctx.should(rest_all);
@@ -289,7 +289,7 @@ fn list_specs() -> Vec<Spec> {
                         break;
                     }
                 }
-                last
+                Ok(last?)
             }
         ),
     ]
@@ -354,7 +354,11 @@ fn get_specs() -> Vec<Spec> {
                     &got,
                     RULE,
                 )?;
-                check_snapshot_info("GetSnapshot", &request, &got.unwrap_or_default())
+                Ok(check_snapshot_info(
+                    "GetSnapshot",
+                    &request,
+                    &got.unwrap_or_default(),
+                )?)
             }
         ),
         spec!(
@@ -471,8 +475,8 @@ fn create_specs() -> Vec<Spec> {
                 let c = ctx.create_snapshot_with(ctx.snapshot_request(&name, &v.volume_id)).await;
                 let request = c.request.clone();
                 let second = c.ok(RULE)?.snapshot;
-                ensure_call(second.as_ref().is_some_and(|s| s.snapshot_id == first.snapshot_id), "CreateSnapshot", &request,
-                    format!("the same snapshot {}", first.snapshot_id), &second, RULE)
+                Ok(ensure_call(second.as_ref().is_some_and(|s| s.snapshot_id == first.snapshot_id), "CreateSnapshot", &request,
+                    format!("the same snapshot {}", first.snapshot_id), &second, RULE)?)
             }
         ),
         spec!(

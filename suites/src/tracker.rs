@@ -1,29 +1,35 @@
 //! The resource tracker: everything a spec creates is recorded here and undone after
 //! the spec, in the order that can succeed, even when the spec failed or panicked.
 //!
-//! The fixtures of [`Ctx`] (`create_volume`, `controller_publish`, `node_stage`, …)
+//! The fixtures of [`Ctx`](crate::Ctx) (`create_volume`, `controller_publish`, `node_stage`, …)
 //! record what they create. A spec that creates something by hand records it with
 //! [`Tracker::track`]; one that undoes something by hand may [`Tracker::forget`] it (not
 //! required: every undo tolerates "already gone").
 //!
-//! [`Ctx::cleanup`] undoes, per phase and newest first within a phase:
+//! [`Ctx::cleanup`](crate::Ctx::cleanup) undoes, per phase and newest first within a phase:
 //! node unpublish → node unstage → controller unpublish → delete group snapshots →
 //! delete snapshots → delete volumes → remove paths. Anything that fails is retried
 //! once after the rest (a clone may block its source, for example); what still fails is
 //! reported as one failure naming every leftover.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use csi_proto::v1::controller_client::ControllerClient;
+use csi_proto::v1::group_controller_client::GroupControllerClient;
+use csi_proto::v1::node_client::NodeClient;
 use csi_proto::v1::{
     ControllerUnpublishVolumeRequest, DeleteSnapshotRequest, DeleteVolumeGroupSnapshotRequest,
     DeleteVolumeRequest, NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest,
 };
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::check::{Call, Failure};
-use crate::context::{Ctx, Ledger};
+use crate::config::SuiteConfig;
 use crate::paths::PathRole;
+use crate::retry::{retried_by_a_co, Backoff};
 use crate::secrets::Secret;
 
 /// Something a spec created that must be undone.
@@ -92,7 +98,26 @@ impl std::fmt::Display for Resource {
     }
 }
 
-/// What one spec created and has not undone yet. Shared by the clones of a [`Ctx`].
+/// What one run created, by id, so the runner can check at the end that nothing is
+/// left over.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    /// Volume id → the spec that created it.
+    pub volumes: BTreeMap<String, String>,
+    /// Snapshot id → the spec that created it.
+    pub snapshots: BTreeMap<String, String>,
+}
+
+/// What the tracker undoes through: the clients of the endpoints the spec's calls went
+/// to, and the run's settings ([`Ctx::cleanup`](crate::Ctx::cleanup) hands them over).
+pub struct Endpoints<'a> {
+    pub controller: ControllerClient<Channel>,
+    pub node: NodeClient<Channel>,
+    pub group_controller: GroupControllerClient<Channel>,
+    pub config: &'a SuiteConfig,
+}
+
+/// What one spec created and has not undone yet. Shared by the clones of a [`Ctx`](crate::Ctx).
 pub struct Tracker {
     entries: Mutex<Vec<Resource>>,
     ledger: Arc<Mutex<Ledger>>,
@@ -161,31 +186,27 @@ impl Tracker {
     }
 }
 
-/// Codes worth retrying during cleanup: the driver is busy, or still finishing the
-/// previous step.
-const RETRYABLE: &[Code] = &[
-    Code::Aborted,
-    Code::Unavailable,
-    Code::DeadlineExceeded,
-    Code::FailedPrecondition,
-    Code::ResourceExhausted,
-];
+/// Whether an undo that failed with `code` is worth another try: a CO would retry it,
+/// or the driver is still finishing the previous step (FAILED_PRECONDITION).
+fn undo_again(code: Code) -> bool {
+    retried_by_a_co(code) || code == Code::FailedPrecondition
+}
 
 /// Codes that mean "already undone".
 const GONE: &[Code] = &[Code::NotFound];
 
 const CLEANUP_RULE: &str = "cleanup: every resource a spec created must be removable after it (node unpublish, node unstage, controller unpublish, delete snapshots, delete volumes)";
 
-impl Ctx {
-    /// Undo everything this spec's tracker holds, in order. Runners call this after
-    /// every spec; a spec may call it early. Every step accepts OK and NOT_FOUND.
-    pub async fn cleanup(&self) -> Result<(), Failure> {
-        let mut pending = self.spec.tracker.drain_in_undo_order();
+impl Tracker {
+    /// Undo everything tracked, in order, through `via`. Every step accepts OK and
+    /// NOT_FOUND.
+    pub async fn undo_all(&self, via: &Endpoints<'_>) -> Result<(), Failure> {
+        let mut pending = self.drain_in_undo_order();
         let mut errors: Vec<(Resource, Failure)> = Vec::new();
         for round in 0..2 {
             errors.clear();
             for resource in std::mem::take(&mut pending) {
-                if let Err(f) = self.undo_with_retries(&resource).await {
+                if let Err(f) = undo_with_retries(via, &resource).await {
                     errors.push((resource, f));
                 }
             }
@@ -211,127 +232,123 @@ impl Ctx {
         failure.rule = CLEANUP_RULE.to_string();
         Err(failure)
     }
+}
 
-    async fn undo_with_retries(&self, resource: &Resource) -> Result<(), Failure> {
-        // As a CO would, keep at a busy driver for as long as `--csi.retrybudget` allows:
-        // with parallel specs sharing one node, detaches queue behind each other.
-        let give_up = std::time::Instant::now() + self.config().retry_budget;
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.undo(resource).await {
-                Ok(()) => return Ok(()),
-                Err((code, failure)) => {
-                    // The compat profile cleans up as Go does: once, no retries.
-                    if self.compat()
-                        || std::time::Instant::now() + delay >= give_up
-                        || !RETRYABLE.contains(&code)
-                    {
-                        return Err(failure);
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(3));
-                }
-            }
+async fn undo_with_retries(via: &Endpoints<'_>, resource: &Resource) -> Result<(), Failure> {
+    // As a CO would, keep at a busy driver for as long as `--csi.retrybudget` allows:
+    // with parallel specs sharing one node, detaches queue behind each other.
+    let mut pacing = Backoff {
+        first: Duration::from_millis(100),
+        max: Duration::from_secs(3),
+        budget: via.config.retry_budget,
+    }
+    .start();
+    loop {
+        let Err((code, failure)) = undo(via, resource).await else {
+            return Ok(());
+        };
+        // The compat profile cleans up as Go does: once, no retries.
+        if via.config.compat() || !undo_again(code) || !pacing.wait().await {
+            return Err(failure);
         }
     }
+}
 
-    /// One undo attempt; on failure, the code (for retry decisions) and the failure.
-    async fn undo(&self, resource: &Resource) -> Result<(), (Code, Failure)> {
-        // Go accepts NOT_FOUND only from the node's unpublish and unstage; the
-        // controller's unpublish and the deletes must answer OK there.
-        let compat = self.compat();
-        let node_side = matches!(
-            resource,
-            Resource::NodePublish { .. } | Resource::NodeStage { .. }
-        );
-        let gone: &[Code] = if compat && !node_side { &[] } else { GONE };
-        fn settle_with<T: std::fmt::Debug>(
-            call: Call<T>,
-            gone: &[Code],
-        ) -> Result<(), (Code, Failure)> {
-            // The breaker's refusal (an RPC cut off, the endpoint gone) is final: no
-            // code worth retrying.
-            let code = match &call.result {
-                Err(s) if crate::breaker::was_refused(s) => Code::Unknown,
-                _ => call.status_code(),
-            };
-            call.ok_or_code_in(gone, CLEANUP_RULE)
-                .map(|_| ())
-                .map_err(|f| (code, f))
-        }
-        macro_rules! settle {
-            ($call:expr) => {
-                settle_with($call, gone)
-            };
-        }
-        match resource {
-            Resource::NodePublish {
-                volume_id,
-                target_path,
-            } => settle!(crate::call!(
-                self.node(),
-                node_unpublish_volume,
-                "NodeUnpublishVolume",
-                NodeUnpublishVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    target_path: target_path.clone(),
-                }
-            )),
-            Resource::NodeStage {
-                volume_id,
-                staging_path,
-            } => settle!(crate::call!(
-                self.node(),
-                node_unstage_volume,
-                "NodeUnstageVolume",
-                NodeUnstageVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    staging_target_path: staging_path.clone(),
-                }
-            )),
-            Resource::ControllerPublish { volume_id, node_id } => settle!(crate::call!(
-                self.controller(),
-                controller_unpublish_volume,
-                "ControllerUnpublishVolume",
-                ControllerUnpublishVolumeRequest {
-                    volume_id: volume_id.clone(),
-                    node_id: node_id.clone(),
-                    secrets: self.secrets(Secret::ControllerUnpublishVolume),
-                }
-            )),
-            Resource::GroupSnapshot { id, snapshot_ids } => settle!(crate::call!(
-                self.group_controller(),
-                delete_volume_group_snapshot,
-                "DeleteVolumeGroupSnapshot",
-                DeleteVolumeGroupSnapshotRequest {
-                    group_snapshot_id: id.clone(),
-                    snapshot_ids: snapshot_ids.clone(),
-                    secrets: self.secrets(Secret::DeleteVolumeGroupSnapshot),
-                }
-            )),
-            Resource::Snapshot { id } => settle!(crate::call!(
-                self.controller(),
-                delete_snapshot,
-                "DeleteSnapshot",
-                DeleteSnapshotRequest {
-                    snapshot_id: id.clone(),
-                    secrets: self.secrets(Secret::DeleteSnapshot),
-                }
-            )),
-            Resource::Volume { id } => settle!(crate::call!(
-                self.controller(),
-                delete_volume,
-                "DeleteVolume",
-                DeleteVolumeRequest {
-                    volume_id: id.clone(),
-                    secrets: self.secrets(Secret::DeleteVolume),
-                }
-            )),
-            Resource::Path { path, role } => self
-                .remove_path(path, *role)
-                .await
-                .map_err(|f| (Code::Unknown, f)),
-        }
+/// One undo attempt; on failure, the code (for retry decisions) and the failure.
+async fn undo(via: &Endpoints<'_>, resource: &Resource) -> Result<(), (Code, Failure)> {
+    // Go accepts NOT_FOUND only from the node's unpublish and unstage; the
+    // controller's unpublish and the deletes must answer OK there.
+    let compat = via.config.compat();
+    let node_side = matches!(
+        resource,
+        Resource::NodePublish { .. } | Resource::NodeStage { .. }
+    );
+    let gone: &[Code] = if compat && !node_side { &[] } else { GONE };
+    fn settle_with<T: std::fmt::Debug>(
+        call: Call<T>,
+        gone: &[Code],
+    ) -> Result<(), (Code, Failure)> {
+        // The breaker's refusal (an RPC cut off, the endpoint gone) is final: no
+        // code worth retrying.
+        let code = match &call.result {
+            Err(s) if crate::breaker::was_refused(s) => Code::Unknown,
+            _ => call.status_code(),
+        };
+        call.ok_or_code_in(gone, CLEANUP_RULE)
+            .map(|_| ())
+            .map_err(|f| (code, f))
+    }
+    macro_rules! settle {
+        ($call:expr) => {
+            settle_with($call, gone)
+        };
+    }
+    match resource {
+        Resource::NodePublish {
+            volume_id,
+            target_path,
+        } => settle!(crate::call!(
+            via.node.clone(),
+            node_unpublish_volume,
+            "NodeUnpublishVolume",
+            NodeUnpublishVolumeRequest {
+                volume_id: volume_id.clone(),
+                target_path: target_path.clone(),
+            }
+        )),
+        Resource::NodeStage {
+            volume_id,
+            staging_path,
+        } => settle!(crate::call!(
+            via.node.clone(),
+            node_unstage_volume,
+            "NodeUnstageVolume",
+            NodeUnstageVolumeRequest {
+                volume_id: volume_id.clone(),
+                staging_target_path: staging_path.clone(),
+            }
+        )),
+        Resource::ControllerPublish { volume_id, node_id } => settle!(crate::call!(
+            via.controller.clone(),
+            controller_unpublish_volume,
+            "ControllerUnpublishVolume",
+            ControllerUnpublishVolumeRequest {
+                volume_id: volume_id.clone(),
+                node_id: node_id.clone(),
+                secrets: Secret::ControllerUnpublishVolume.in_file(&via.config.secrets),
+            }
+        )),
+        Resource::GroupSnapshot { id, snapshot_ids } => settle!(crate::call!(
+            via.group_controller.clone(),
+            delete_volume_group_snapshot,
+            "DeleteVolumeGroupSnapshot",
+            DeleteVolumeGroupSnapshotRequest {
+                group_snapshot_id: id.clone(),
+                snapshot_ids: snapshot_ids.clone(),
+                secrets: Secret::DeleteVolumeGroupSnapshot.in_file(&via.config.secrets),
+            }
+        )),
+        Resource::Snapshot { id } => settle!(crate::call!(
+            via.controller.clone(),
+            delete_snapshot,
+            "DeleteSnapshot",
+            DeleteSnapshotRequest {
+                snapshot_id: id.clone(),
+                secrets: Secret::DeleteSnapshot.in_file(&via.config.secrets),
+            }
+        )),
+        Resource::Volume { id } => settle!(crate::call!(
+            via.controller.clone(),
+            delete_volume,
+            "DeleteVolume",
+            DeleteVolumeRequest {
+                volume_id: id.clone(),
+                secrets: Secret::DeleteVolume.in_file(&via.config.secrets),
+            }
+        )),
+        Resource::Path { path, role } => crate::paths::remove_path(via.config, path, *role)
+            .await
+            .map_err(|f| (Code::Unknown, f)),
     }
 }
 

@@ -9,13 +9,13 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use csi_proto::v1::*;
 use tonic::{Code, Status};
 
-use crate::beyond::observe::expect_published_to_where_reported;
-use crate::check::{describe_status, ensure_call, Call, Failure};
+use crate::check::{describe_status, ensure_call, Call, Stop};
+use crate::retry::{Backoff, TRANSIENT};
 use crate::tracker::Resource;
 use crate::Ctx;
 
@@ -256,25 +256,6 @@ pub(crate) async fn send<R: Rpc>(
     Call::new(R::NAME, req, result)
 }
 
-/// Codes after which every CO tries again: the call timed out or was cancelled, the
-/// driver was unreachable, or it said an operation on the volume is still pending.
-pub(crate) const TRANSIENT: &[Code] = &[
-    Code::Aborted,
-    Code::DeadlineExceeded,
-    Code::Cancelled,
-    Code::Unavailable,
-];
-
-/// The codes external-provisioner treats as "not final" (its `isFinalError`): the
-/// operation may still be in progress, so it retries.
-pub(crate) const SIDECAR_NON_FINAL: &[Code] = &[
-    Code::Cancelled,
-    Code::DeadlineExceeded,
-    Code::Unavailable,
-    Code::ResourceExhausted,
-    Code::Aborted,
-];
-
 /// How a CO retries one call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RetryPolicy {
@@ -282,12 +263,10 @@ pub(crate) struct RetryPolicy {
     pub who: &'static str,
     /// The deadline of each attempt.
     pub deadline: Duration,
-    /// The first pause between attempts; it doubles up to `max_backoff`.
-    pub first_backoff: Duration,
-    pub max_backoff: Duration,
-    /// How long to keep trying before calling the call stuck.
-    pub budget: Duration,
-    /// The codes that mean "try again".
+    /// The pauses between attempts, and how long to keep trying before calling the
+    /// call stuck.
+    pub backoff: Backoff,
+    /// The codes that mean "try again" (one of [`crate::retry`]'s sets).
     pub retry_on: &'static [Code],
 }
 
@@ -297,9 +276,11 @@ impl RetryPolicy {
         RetryPolicy {
             who: "a CO",
             deadline: ctx.config().rpc_timeout,
-            first_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(2),
-            budget: ctx.config().retry_budget,
+            backoff: Backoff {
+                first: Duration::from_millis(100),
+                max: Duration::from_secs(2),
+                budget: ctx.config().retry_budget,
+            },
             retry_on: TRANSIENT,
         }
     }
@@ -307,11 +288,15 @@ impl RetryPolicy {
     /// A CO whose every call has the short deadline (`short_deadline`): on a slow
     /// cloud, each attempt is cut off until the action in flight finishes.
     pub fn hurried(ctx: &Ctx) -> RetryPolicy {
+        let patient = RetryPolicy::patient(ctx);
         RetryPolicy {
             who: "a CO with a short deadline",
             deadline: ctx.config().short_deadline,
-            max_backoff: Duration::from_millis(500),
-            ..RetryPolicy::patient(ctx)
+            backoff: Backoff {
+                max: Duration::from_millis(500),
+                ..patient.backoff
+            },
+            ..patient
         }
     }
 
@@ -329,17 +314,13 @@ const SETTLE_RULE: &str = "spec \"Timeouts\": a call may time out and be retried
 /// Call `attempt` (given each attempt's deadline) until it answers with anything but
 /// a retryable code, pausing with a doubling backoff. Returns the settled call; fails
 /// when it still answers with a retryable code after the policy's budget.
-pub(crate) async fn retry<T, F, Fut>(
-    policy: RetryPolicy,
-    mut attempt: F,
-) -> Result<Call<T>, Failure>
+pub(crate) async fn retry<T, F, Fut>(policy: RetryPolicy, mut attempt: F) -> Result<Call<T>, Stop>
 where
     T: Debug,
     F: FnMut(Duration) -> Fut,
     Fut: Future<Output = Call<T>>,
 {
-    let start = Instant::now();
-    let mut backoff = policy.first_backoff;
+    let mut pacing = policy.backoff.start();
     let mut attempts = 0u32;
     loop {
         attempts += 1;
@@ -351,7 +332,7 @@ where
         if !retryable {
             return Ok(c);
         }
-        if start.elapsed() + backoff > policy.budget {
+        if !pacing.wait().await {
             let last = match &c.result {
                 Err(s) => describe_status(s),
                 Ok(_) => "OK".into(),
@@ -359,14 +340,13 @@ where
             return Err(c.failure(
                 format!(
                     "the call to settle within {:?}, retried as {} does (deadline {:?} per attempt)",
-                    policy.budget, policy.who, policy.deadline
+                    policy.backoff.budget, policy.who, policy.deadline
                 ),
-                format!("{attempts} attempts over {:?}, the last: {last}", start.elapsed()),
+                format!("{attempts} attempts over {:?}, the last: {last}", pacing.elapsed()),
                 SETTLE_RULE,
-            ));
+            )
+            .into());
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(policy.max_backoff);
     }
 }
 
@@ -375,7 +355,7 @@ pub(crate) async fn settle<R: Rpc>(
     ctx: &Ctx,
     req: &R,
     policy: RetryPolicy,
-) -> Result<Call<R::Response>, Failure> {
+) -> Result<Call<R::Response>, Stop> {
     retry(policy, |d| send(ctx, req, Some(d))).await
 }
 
@@ -394,7 +374,7 @@ pub(crate) async fn cut_off_then_settle<R: Rpc>(
     ctx: &Ctx,
     req: &R,
     rule: &str,
-) -> Result<R::Response, Failure> {
+) -> Result<R::Response, Stop> {
     for d in cut_off_deadlines(ctx) {
         let _ = send(ctx, req, Some(d)).await;
     }
@@ -407,6 +387,7 @@ pub(crate) async fn cut_off_then_settle<R: Rpc>(
                 R::NAME
             ))
         })
+        .map_err(Stop::from)
 }
 
 /// Send `req` once more, normally, as a CO that lost the earlier answer would: it must
@@ -417,7 +398,7 @@ pub(crate) async fn expect_same_again<R, V>(
     first: &R::Response,
     view: impl Fn(&R::Response) -> V,
     rule: &str,
-) -> Result<R::Response, Failure>
+) -> Result<R::Response, Stop>
 where
     R: Rpc,
     V: PartialEq + Debug,
@@ -435,17 +416,4 @@ where
         rule,
     )?;
     Ok(again)
-}
-
-/// A ControllerPublishVolume that settled with `first`: sent once more it must answer
-/// the same publish_context, and where the driver reports it the volume must be
-/// published to the request's node only.
-pub(crate) async fn expect_attached_once(
-    ctx: &Ctx,
-    req: &ControllerPublishVolumeRequest,
-    first: &ControllerPublishVolumeResponse,
-    rule: &str,
-) -> Result<(), Failure> {
-    expect_same_again(ctx, req, first, |r| r.publish_context.clone(), rule).await?;
-    expect_published_to_where_reported(ctx, &req.volume_id, &[&req.node_id], rule).await
 }

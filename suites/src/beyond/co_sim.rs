@@ -21,14 +21,15 @@ use std::time::Duration;
 use csi_proto::v1::node_service_capability::rpc::Type as NodeRpc;
 use csi_proto::v1::{NodeGetCapabilitiesRequest, NodeGetVolumeStatsRequest};
 
-use super::co::{settle, RetryPolicy, Rpc, SIDECAR_NON_FINAL};
+use super::co::{settle, RetryPolicy, Rpc};
 use super::data::{data_reachable, verify_pattern, write_pattern};
 use super::observe::expect_published_to_where_reported;
 use super::{
     attaches, controller_unpublish_request, delete_volume_request, node_unpublish_request,
     node_unstage_request, seed, CREATE_DELETE, NODE, PUBLISH,
 };
-use crate::check::Failure;
+use crate::check::Stop;
+use crate::retry::{Backoff, NOT_FINAL};
 use crate::{spec, Ctx, Need, Spec};
 
 const GROUP: &str = "Beyond::CoSimulation";
@@ -37,10 +38,12 @@ fn provisioner(ctx: &Ctx) -> RetryPolicy {
     RetryPolicy {
         who: "external-provisioner (--timeout 10s, retry 1s doubling to 5m)",
         deadline: Duration::from_secs(10),
-        first_backoff: Duration::from_secs(1),
-        max_backoff: Duration::from_secs(300),
-        budget: ctx.config().retry_budget,
-        retry_on: SIDECAR_NON_FINAL,
+        backoff: Backoff {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(300),
+            budget: ctx.config().retry_budget,
+        },
+        retry_on: NOT_FINAL,
     }
 }
 
@@ -53,12 +56,16 @@ fn attacher(ctx: &Ctx) -> RetryPolicy {
 }
 
 fn kubelet(ctx: &Ctx) -> RetryPolicy {
+    let provisioner = provisioner(ctx);
     RetryPolicy {
         who: "kubelet (csiTimeout 2m, backoff 500ms doubling to 2m)",
         deadline: Duration::from_secs(120),
-        first_backoff: Duration::from_millis(500),
-        max_backoff: Duration::from_secs(120),
-        ..provisioner(ctx)
+        backoff: Backoff {
+            first: Duration::from_millis(500),
+            max: Duration::from_secs(120),
+            ..provisioner.backoff
+        },
+        ..provisioner
     }
 }
 
@@ -66,15 +73,15 @@ const RULE: &str = "Kubernetes' volume lifecycle: CreateVolume → ControllerPub
 
 /// One step of the simulation: `req` under `policy`, retried until it settles, which
 /// must be OK.
-async fn step<R: Rpc>(ctx: &Ctx, req: &R, policy: RetryPolicy) -> Result<R::Response, Failure> {
+async fn step<R: Rpc>(ctx: &Ctx, req: &R, policy: RetryPolicy) -> Result<R::Response, Stop> {
     settle(ctx, req, policy)
         .await?
         .ok(RULE)
-        .map_err(|f| f.during(format!("{} by {}", R::NAME, policy.who)))
+        .map_err(|f| f.during(format!("{} by {}", R::NAME, policy.who)).into())
 }
 
 /// kubelet asks for the node's capabilities before each stage and unstage.
-async fn kubelet_checks_capabilities(ctx: &Ctx) -> Result<(), Failure> {
+async fn kubelet_checks_capabilities(ctx: &Ctx) -> Result<(), Stop> {
     step(ctx, &NodeGetCapabilitiesRequest {}, kubelet(ctx))
         .await
         .map(|_| ())
@@ -91,7 +98,7 @@ async fn kubelet_mounts(
     ctx: &Ctx,
     v: &csi_proto::v1::Volume,
     publish_context: &std::collections::HashMap<String, String>,
-) -> Result<Mounted, Failure> {
+) -> Result<Mounted, Stop> {
     kubelet_checks_capabilities(ctx).await?;
     let staging = if ctx.caps().node_has(NodeRpc::StageUnstageVolume) {
         let path = ctx.staging_path().await?;
@@ -116,7 +123,7 @@ async fn kubelet_mounts(
 }
 
 /// kubelet's TearDown and UnmountDevice: NodeUnpublish, NodeUnstage (when staged).
-async fn kubelet_unmounts(ctx: &Ctx, volume_id: &str, m: &Mounted) -> Result<(), Failure> {
+async fn kubelet_unmounts(ctx: &Ctx, volume_id: &str, m: &Mounted) -> Result<(), Stop> {
     step(
         ctx,
         &node_unpublish_request(volume_id, &m.target),
@@ -131,7 +138,7 @@ async fn kubelet_unmounts(ctx: &Ctx, volume_id: &str, m: &Mounted) -> Result<(),
 }
 
 /// While the pod runs: its data goes in and comes back, and kubelet polls stats.
-async fn pod_runs(ctx: &Ctx, volume_id: &str, m: &Mounted) -> Result<(), Failure> {
+async fn pod_runs(ctx: &Ctx, volume_id: &str, m: &Mounted) -> Result<(), Stop> {
     if data_reachable(ctx).is_ok() {
         let w = write_pattern(ctx, &m.target, seed(ctx)).await?;
         verify_pattern(ctx, &m.target, &w, RULE).await?;

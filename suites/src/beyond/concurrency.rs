@@ -10,7 +10,8 @@ use super::co::{expect_same_again, send, settle, RetryPolicy};
 use super::data::{data_reachable, verify_pattern, write_pattern};
 use super::observe::{expect_published_to_where_reported, volumes_published_to, VolumeCensus};
 use super::{available_fresh, seed, CREATE_DELETE, NODE, PUBLISH};
-use crate::check::{ensure, Failure};
+use crate::check::{ensure, Stop};
+use crate::retry::NOT_FINAL;
 use crate::{spec, Ctx, Need, Spec};
 
 const GROUP: &str = "Beyond::Concurrency";
@@ -20,7 +21,7 @@ const SAME_NAME_CALLS: usize = 8;
 
 /// How many volumes the one-node specs use: up to 4, and at most half the node's
 /// limit, since other specs may be attaching volumes to the node at the same time.
-async fn volumes_for_one_node(ctx: &Ctx) -> Result<usize, Failure> {
+async fn volumes_for_one_node(ctx: &Ctx) -> Result<usize, Stop> {
     let max = ctx.node_info().await?.max_volumes_per_node;
     Ok(if max > 0 {
         (max as usize / 2).clamp(1, 4)
@@ -29,17 +30,10 @@ async fn volumes_for_one_node(ctx: &Ctx) -> Result<usize, Failure> {
     })
 }
 
-/// Retried as a CO retries, and also on RESOURCE_EXHAUSTED: another spec may hold
-/// some of the node's slots for a moment.
+/// Retried as a CO retries, and also on RESOURCE_EXHAUSTED (what the sidecars do):
+/// another spec may hold some of the node's slots for a moment.
 fn publish_policy(ctx: &Ctx) -> RetryPolicy {
-    const CODES: &[Code] = &[
-        Code::Aborted,
-        Code::DeadlineExceeded,
-        Code::Cancelled,
-        Code::Unavailable,
-        Code::ResourceExhausted,
-    ];
-    RetryPolicy::patient(ctx).retrying(CODES)
+    RetryPolicy::patient(ctx).retrying(NOT_FINAL)
 }
 
 pub fn specs() -> Vec<Spec> {
@@ -126,7 +120,7 @@ pub fn specs() -> Vec<Spec> {
                         } else {
                             None
                         };
-                        Ok::<_, Failure>((a, written))
+                        Ok::<_, Stop>((a, written))
                     }
                 }))
                 .await

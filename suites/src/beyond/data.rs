@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::check::Failure;
+use crate::check::{Failure, Stop};
 use crate::Ctx;
 
 /// The size of the pattern file in a mount volume.
@@ -50,15 +50,15 @@ pub(crate) struct Written {
 
 /// Whether this run can read and write what the driver publishes: the harness must
 /// see the target path (no remote path commands) and be allowed to write there.
-pub(crate) fn data_reachable(ctx: &Ctx) -> Result<(), Failure> {
+pub(crate) fn data_reachable(ctx: &Ctx) -> Result<(), Stop> {
     let config = ctx.config();
     if config.check_path_cmd.is_some() || config.create_target_path_cmd.is_some() {
-        return Err(Failure::skip(
+        return Err(Stop::skip(
             "target paths live elsewhere (path commands are configured), so the harness can't read the data",
         ));
     }
     if !ctx.caps().root {
-        return Err(Failure::skip("skipped: needs root"));
+        return Err(Stop::skip("skipped: needs root"));
     }
     Ok(())
 }
@@ -69,25 +69,21 @@ fn io_failure(what: String, e: std::io::Error) -> Failure {
 
 /// Run blocking file I/O off the async threads.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
-) -> Result<T, Failure> {
+    f: impl FnOnce() -> Result<T, Stop> + Send + 'static,
+) -> Result<T, Stop> {
     tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(Failure::new(
-            "the I/O task to finish",
-            e.to_string(),
-            DATA_RULE,
-        ))
+        Err(Failure::new("the I/O task to finish", e.to_string(), DATA_RULE).into())
     })
 }
 
 /// The size of a block device (or file) at `path`.
-fn device_size(path: &Path) -> Result<u64, Failure> {
+fn device_size(path: &Path) -> Result<u64, Stop> {
     let mut f = OpenOptions::new()
         .read(true)
         .open(path)
         .map_err(|e| io_failure(format!("to open {}", path.display()), e))?;
     f.seek(SeekFrom::End(0))
-        .map_err(|e| io_failure(format!("to find the size of {}", path.display()), e))
+        .map_err(|e| io_failure(format!("to find the size of {}", path.display()), e).into())
 }
 
 /// Offsets for block chunks: the start, 1 GiB in when the device is big enough, and
@@ -107,7 +103,7 @@ fn chunk_offsets(size: u64) -> Vec<u64> {
 
 /// Write the pattern for `seed` where the volume is published at `target`, and sync
 /// it to the device.
-pub(crate) async fn write_pattern(ctx: &Ctx, target: &str, seed: u64) -> Result<Written, Failure> {
+pub(crate) async fn write_pattern(ctx: &Ctx, target: &str, seed: u64) -> Result<Written, Stop> {
     let target = PathBuf::from(target);
     let block = ctx.config().is_block();
     blocking(move || {
@@ -166,7 +162,7 @@ pub(crate) async fn verify_pattern(
     target: &str,
     written: &Written,
     rule: &str,
-) -> Result<(), Failure> {
+) -> Result<(), Stop> {
     let target = PathBuf::from(target);
     let written = written.clone();
     let rule = rule.to_string();
@@ -212,7 +208,8 @@ pub(crate) async fn verify_pattern(
                         format!("the chunk written at offset {off}"),
                         &want,
                         &got,
-                    ));
+                    )
+                    .into());
                 }
             }
             return Ok(());
@@ -228,7 +225,7 @@ pub(crate) async fn verify_pattern(
         })?;
         let want = pattern(written.seed, FILE_BYTES);
         if got != want {
-            return Err(mismatch(format!("the file {name}"), &want, &got));
+            return Err(mismatch(format!("the file {name}"), &want, &got).into());
         }
         Ok(())
     })
@@ -237,7 +234,7 @@ pub(crate) async fn verify_pattern(
 
 /// The size the volume shows where it is published: the filesystem's total bytes
 /// (statvfs) for a mount volume, the device's size for a block volume.
-pub(crate) async fn visible_size(ctx: &Ctx, target: &str) -> Result<u64, Failure> {
+pub(crate) async fn visible_size(ctx: &Ctx, target: &str) -> Result<u64, Stop> {
     let target = PathBuf::from(target);
     let block = ctx.config().is_block();
     blocking(move || {

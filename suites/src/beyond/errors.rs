@@ -21,7 +21,7 @@ use super::{
     attach_if_advertised, controller_unpublish_request, delete_volume_request, expand_request,
     node_unstage_request, stage_fresh, CREATE_DELETE, EXPAND, NODE, PUBLISH, SNAPSHOTS, STAGE,
 };
-use crate::check::{ensure, Call, Failure};
+use crate::check::{ensure, Call, Failure, Stop};
 use crate::paths::PathRole;
 use crate::secrets::Secret;
 use crate::tracker::Resource;
@@ -37,8 +37,9 @@ const GET_STATS: Need = Need::NodeCap(NodeRpc::GetVolumeStats);
 
 /// A size limit the spec sets but does not require plugins to enforce: a value over
 /// it may be accepted, or rejected with INVALID_ARGUMENT — never with another code.
-fn accepted_or_invalid<T: std::fmt::Debug>(c: Call<T>, rule: &str) -> Result<(), Failure> {
-    c.ok_or_code_in(&[Code::InvalidArgument], rule).map(|_| ())
+fn accepted_or_invalid<T: std::fmt::Debug>(c: Call<T>, rule: &str) -> Result<(), Stop> {
+    c.ok_or_code_in(&[Code::InvalidArgument], rule)?;
+    Ok(())
 }
 
 /// Whether `message` names `id` as a word of its own (a node id "1" is not named by
@@ -76,7 +77,7 @@ fn padded_parameters(base: &HashMap<String, String>, bytes: usize) -> HashMap<St
 /// A path of exactly `len` bytes inside `parent` (or as short as can be, when `parent`
 /// is already longer): a staging directory is created and tracked; a target is left
 /// for the driver to create.
-fn path_of_len(ctx: &Ctx, parent: &str, len: usize, role: PathRole) -> Result<String, Failure> {
+fn path_of_len(ctx: &Ctx, parent: &str, len: usize, role: PathRole) -> Result<String, Stop> {
     let base = format!("{}/", parent.trim_end_matches('/'));
     if base.len() + 1 >= len {
         return Ok(match role {
@@ -265,7 +266,7 @@ pub fn specs() -> Vec<Spec> {
                 const RULE: &str = "NodeStageVolume/NodePublishVolume: paths of 128 bytes MUST work";
                 let config = ctx.config();
                 if config.create_target_path_cmd.is_some() || config.create_staging_path_cmd.is_some() {
-                    return Err(Failure::skip("paths are created by commands on another host; the harness can't make one of a given length"));
+                    return Err(Stop::skip("paths are created by commands on another host; the harness can't make one of a given length"));
                 }
                 let v = ctx.create_volume(&ctx.unique_name("long-paths")).await?;
                 let publish_context = attach_if_advertised(&ctx, &v).await?;
@@ -328,7 +329,7 @@ pub fn specs() -> Vec<Spec> {
             |ctx: Ctx| async move {
                 const RULE: &str = "published_node_ids lists exactly the nodes the volume is controller-published to";
                 if !super::observe::reports_published_nodes(&ctx) {
-                    return Err(Failure::skip("the driver advertises neither GET_VOLUME nor LIST_VOLUMES_PUBLISHED_NODES"));
+                    return Err(Stop::skip("the driver advertises neither GET_VOLUME nor LIST_VOLUMES_PUBLISHED_NODES"));
                 }
                 let v = ctx.create_volume(&ctx.unique_name("published-nodes")).await?;
                 let node = ctx.node_id().await?;
@@ -371,7 +372,7 @@ pub fn specs() -> Vec<Spec> {
                 let v = ctx.create_volume(&ctx.unique_name("small-restore-source")).await?;
                 let s = ctx.create_ready_snapshot(&ctx.unique_name("small-restore"), &v.volume_id).await?;
                 if s.size_bytes <= 1 {
-                    return Err(Failure::skip("the snapshot reports no size_bytes, so a smaller capacity can't be chosen"));
+                    return Err(Stop::skip("the snapshot reports no size_bytes, so a smaller capacity can't be chosen"));
                 }
                 let mut req = ctx.volume_request(&ctx.unique_name("small-restore"));
                 let half = s.size_bytes / 2;
@@ -424,7 +425,7 @@ pub fn specs() -> Vec<Spec> {
             |ctx: Ctx| async move {
                 let expansion = &ctx.caps().expansion;
                 if expansion.contains(&VolumeExpansion::Online) || !expansion.contains(&VolumeExpansion::Offline) {
-                    return Err(Failure::skip("the plugin does not advertise OFFLINE-only volume expansion"));
+                    return Err(Stop::skip("the plugin does not advertise OFFLINE-only volume expansion"));
                 }
                 let v = ctx.create_volume(&ctx.unique_name("offline-expand")).await?;
                 ctx.controller_publish(&v, &ctx.node_id().await?).await?;
@@ -475,7 +476,7 @@ pub fn specs() -> Vec<Spec> {
             |ctx: Ctx| async move {
                 const RULE: &str = "ControllerModifyVolume: unsupported parameters → INVALID_ARGUMENT with nothing applied (the volume as ControllerGetVolume/ListVolumes shows it is unchanged)";
                 if !reports_volumes(&ctx) {
-                    return Err(Failure::skip("the driver advertises neither GET_VOLUME nor LIST_VOLUMES, so an unchanged volume can't be observed"));
+                    return Err(Stop::skip("the driver advertises neither GET_VOLUME nor LIST_VOLUMES, so an unchanged volume can't be observed"));
                 }
                 let v = ctx.create_volume(&ctx.unique_name("modify-nothing")).await?;
                 let before = look_up(&ctx, &v.volume_id).await?;
@@ -488,7 +489,7 @@ pub fn specs() -> Vec<Spec> {
                 };
                 send(&ctx, &req, None).await.code(Code::InvalidArgument, RULE)?;
                 let after = look_up(&ctx, &v.volume_id).await?;
-                ensure(after == before, "ControllerGetVolume/ListVolumes", format!("the volume unchanged: {before:?}"), &after, RULE)
+                Ok(ensure(after == before, "ControllerGetVolume/ListVolumes", format!("the volume unchanged: {before:?}"), &after, RULE)?)
             }
         ),
     ]

@@ -15,7 +15,7 @@ use super::{
     available_fresh, expand_request, node_expand_request, restage, seed, CREATE_DELETE, EXPAND,
     NODE, SNAPSHOTS,
 };
-use crate::check::{ensure, Failure};
+use crate::check::{ensure, Stop};
 use crate::{spec, Ctx, Need, Spec};
 
 const GROUP: &str = "Beyond::DataIntegrity";
@@ -25,7 +25,7 @@ const GROUP: &str = "Beyond::DataIntegrity";
 
 /// A volume with the pattern written through the node, then taken off the node
 /// entirely (unpublish, unstage, controller unpublish), so everything is flushed.
-async fn written_and_offline(ctx: &Ctx, what: &str) -> Result<(Volume, Written), Failure> {
+async fn written_and_offline(ctx: &Ctx, what: &str) -> Result<(Volume, Written), Stop> {
     data_reachable(ctx)?;
     let v = ctx.create_volume(&ctx.unique_name(what)).await?;
     let a = ctx.make_available(&v).await?;
@@ -42,7 +42,7 @@ async fn restore_and_verify(
     min_bytes: i64,
     written: &Written,
     rule: &str,
-) -> Result<(), Failure> {
+) -> Result<(), Stop> {
     let mut req = ctx.volume_request(&ctx.unique_name("restored"));
     req.capacity_range = Some(CapacityRange {
         required_bytes: ctx.config().volume_size.max(min_bytes),
@@ -66,7 +66,7 @@ async fn expand_published(
     a: &crate::Available,
     bytes: i64,
     rule: &str,
-) -> Result<(), Failure> {
+) -> Result<(), Stop> {
     let online = ctx.caps().expansion.contains(&VolumeExpansion::Online);
     if !online {
         ctx.make_unavailable(a).await?;
@@ -160,7 +160,7 @@ pub fn specs() -> Vec<Spec> {
                     // A directory on a shared filesystem (hostpath's kind of volume): the
                     // size statvfs shows is the host's, and no rule says it must change.
                     verify_pattern(&ctx, &a.target_path, &w, RULE).await?;
-                    return Err(Failure::skip(format!(
+                    return Err(Stop::skip(format!(
                         "the size check does not apply: the filesystem at the target has {before} bytes, far above the volume's {bytes}, so it is not the volume's own (the data check passed)"
                     )));
                 }

@@ -24,7 +24,7 @@ use csi_proto::v1::{
     NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, Volume,
 };
 
-use crate::check::Failure;
+use crate::check::Stop;
 use crate::fixtures::Available;
 use crate::secrets::Secret;
 use crate::{Ctx, Need, Spec};
@@ -82,16 +82,18 @@ pub(crate) fn attaches(ctx: &Ctx) -> bool {
 pub(crate) async fn attach_if_advertised(
     ctx: &Ctx,
     volume: &Volume,
-) -> Result<HashMap<String, String>, Failure> {
+) -> Result<HashMap<String, String>, Stop> {
     if !attaches(ctx) {
         return Ok(HashMap::new());
     }
-    ctx.controller_publish(volume, &ctx.node_id().await?).await
+    Ok(ctx
+        .controller_publish(volume, &ctx.node_id().await?)
+        .await?)
 }
 
 /// ControllerPublish to this node (with PUBLISH_UNPUBLISH_VOLUME), then NodeStage at a
 /// fresh staging path (with STAGE_UNSTAGE_VOLUME). All tracked.
-pub(crate) async fn stage_fresh(ctx: &Ctx, volume: &Volume) -> Result<Staged, Failure> {
+pub(crate) async fn stage_fresh(ctx: &Ctx, volume: &Volume) -> Result<Staged, Stop> {
     let node_id = ctx.node_id().await?;
     let publish_context = attach_if_advertised(ctx, volume).await?;
     let staging_path = if ctx.caps().node_has(NodeRpc::StageUnstageVolume) {
@@ -114,7 +116,7 @@ pub(crate) async fn stage_fresh(ctx: &Ctx, volume: &Volume) -> Result<Staged, Fa
 }
 
 /// NodePublish a staged volume at a fresh target path; tracked.
-pub(crate) async fn publish_fresh(ctx: &Ctx, s: &Staged) -> Result<Available, Failure> {
+pub(crate) async fn publish_fresh(ctx: &Ctx, s: &Staged) -> Result<Available, Stop> {
     let target_path = ctx.new_target_path().await?;
     let req = ctx.node_publish_request(
         &s.volume,
@@ -137,7 +139,7 @@ pub(crate) async fn publish_fresh(ctx: &Ctx, s: &Staged) -> Result<Available, Fa
 
 /// [`Ctx::make_available`] on paths of the volume's own, so one spec can make many
 /// volumes available at once.
-pub(crate) async fn available_fresh(ctx: &Ctx, volume: &Volume) -> Result<Available, Failure> {
+pub(crate) async fn available_fresh(ctx: &Ctx, volume: &Volume) -> Result<Available, Stop> {
     let staged = stage_fresh(ctx, volume).await?;
     publish_fresh(ctx, &staged).await
 }
@@ -145,7 +147,7 @@ pub(crate) async fn available_fresh(ctx: &Ctx, volume: &Volume) -> Result<Availa
 /// Take a volume off the node (NodeUnpublish, NodeUnstage), leaving it attached, and
 /// stage and publish it again at the same paths, as a node reboot or a pod moving away
 /// and back does.
-pub(crate) async fn restage(ctx: &Ctx, a: &Available) -> Result<(), Failure> {
+pub(crate) async fn restage(ctx: &Ctx, a: &Available) -> Result<(), Stop> {
     let id = &a.volume.volume_id;
     ctx.node_unpublish(id, &a.target_path).await?;
     if let Some(staging) = &a.staging_path {

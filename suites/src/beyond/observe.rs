@@ -6,11 +6,14 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use csi_proto::v1::controller_service_capability::rpc::Type as ControllerRpc;
-use csi_proto::v1::{ControllerGetVolumeRequest, ListSnapshotsRequest, Snapshot, Volume};
+use csi_proto::v1::{
+    ControllerGetVolumeRequest, ControllerPublishVolumeRequest, ControllerPublishVolumeResponse,
+    ListSnapshotsRequest, Snapshot, Volume,
+};
 use tonic::Code;
 
-use crate::beyond::co::send;
-use crate::check::Failure;
+use crate::beyond::co::{expect_same_again, send};
+use crate::check::{Failure, Stop};
 use crate::secrets::Secret;
 use crate::Ctx;
 
@@ -39,7 +42,7 @@ pub(crate) fn reports_volumes(ctx: &Ctx) -> bool {
 
 /// Look a volume up: ControllerGetVolume when advertised, else ListVolumes. `Ok(None)`
 /// when the driver says it does not exist; `Err` skip when it can't be looked up.
-pub(crate) async fn look_up(ctx: &Ctx, volume_id: &str) -> Result<Option<Seen>, Failure> {
+pub(crate) async fn look_up(ctx: &Ctx, volume_id: &str) -> Result<Option<Seen>, Stop> {
     let caps = ctx.caps();
     if caps.controller_has(ControllerRpc::GetVolume) {
         let req = ControllerGetVolumeRequest {
@@ -66,13 +69,13 @@ pub(crate) async fn look_up(ctx: &Ctx, volume_id: &str) -> Result<Option<Seen>, 
                 published_node_ids: with_nodes.then_some(nodes),
             }));
     }
-    Err(Failure::skip(
+    Err(Stop::skip(
         "the driver advertises neither GET_VOLUME nor LIST_VOLUMES, so the outcome can't be observed",
     ))
 }
 
 /// Every ListVolumes entry, walking all pages: each volume with its published nodes.
-async fn list_entries(ctx: &Ctx) -> Result<Vec<(Volume, Vec<String>)>, Failure> {
+async fn list_entries(ctx: &Ctx) -> Result<Vec<(Volume, Vec<String>)>, Stop> {
     let mut out = Vec::new();
     let mut token = String::new();
     for _ in 0..10_000 {
@@ -99,13 +102,14 @@ async fn list_entries(ctx: &Ctx) -> Result<Vec<(Volume, Vec<String>)>, Failure> 
         "the walk of ListVolumes pages to end",
         "more than 10000 pages",
         "ListVolumes: the last page has an empty next_token",
-    ))
+    )
+    .into())
 }
 
 /// Where `volume_id` is published, when the driver reports it; a skip otherwise.
-pub(crate) async fn published_nodes(ctx: &Ctx, volume_id: &str) -> Result<Vec<String>, Failure> {
+pub(crate) async fn published_nodes(ctx: &Ctx, volume_id: &str) -> Result<Vec<String>, Stop> {
     if !reports_published_nodes(ctx) {
-        return Err(Failure::skip(
+        return Err(Stop::skip(
             "the driver advertises neither GET_VOLUME nor LIST_VOLUMES_PUBLISHED_NODES, so where a volume is published can't be observed",
         ));
     }
@@ -115,7 +119,8 @@ pub(crate) async fn published_nodes(ctx: &Ctx, volume_id: &str) -> Result<Vec<St
             format!("volume {volume_id} to exist"),
             "the driver says it does not",
             LOOKUP_RULE,
-        )),
+        )
+        .into()),
     }
 }
 
@@ -126,8 +131,8 @@ pub(crate) const GONE_SPEC: &str = "Beyond::ErrorTable::ControllerGetVolume fail
 
 /// A spec that relies on an observation the driver gets wrong can't judge its own rule:
 /// it is skipped with the first cause, and the spec that owns the observation fails.
-pub(crate) fn observation_wrong(what: &str, owner: &str) -> Failure {
-    Failure::skip(format!(
+pub(crate) fn observation_wrong(what: &str, owner: &str) -> Stop {
+    Stop::skip(format!(
         "cannot be judged: an observation it relies on is wrong ({what}); the spec that owns it fails: {owner}"
     ))
 }
@@ -139,7 +144,7 @@ pub(crate) fn malformed_node_ids(ids: &[String]) -> bool {
 
 /// The volume must be gone. A driver that also "finds" a volume that never existed
 /// can't show that, so the spec is not judged on it (see [`GONE_SPEC`]).
-pub(crate) async fn expect_gone(ctx: &Ctx, volume_id: &str, rule: &str) -> Result<(), Failure> {
+pub(crate) async fn expect_gone(ctx: &Ctx, volume_id: &str, rule: &str) -> Result<(), Stop> {
     let seen = look_up(ctx, volume_id).await?;
     if seen.is_none() {
         return Ok(());
@@ -150,13 +155,13 @@ pub(crate) async fn expect_gone(ctx: &Ctx, volume_id: &str, rule: &str) -> Resul
             GONE_SPEC,
         ));
     }
-    crate::check::ensure(
+    Ok(crate::check::ensure(
         false,
         "ControllerGetVolume/ListVolumes",
         format!("volume {volume_id} gone"),
         &seen,
         rule,
-    )
+    )?)
 }
 
 /// The volume must be published to exactly `nodes` (in any order).
@@ -165,7 +170,7 @@ pub(crate) async fn expect_published_to(
     volume_id: &str,
     nodes: &[&str],
     rule: &str,
-) -> Result<(), Failure> {
+) -> Result<(), Stop> {
     let mut got = published_nodes(ctx, volume_id).await?;
     if malformed_node_ids(&got) && !ctx.spec_name().starts_with(PUBLISHED_NODES_SPEC) {
         return Err(observation_wrong(
@@ -176,13 +181,13 @@ pub(crate) async fn expect_published_to(
     got.sort();
     let mut want: Vec<String> = nodes.iter().map(|s| s.to_string()).collect();
     want.sort();
-    crate::check::ensure(
+    Ok(crate::check::ensure(
         got == want,
         "ControllerGetVolume/ListVolumes",
         format!("volume {volume_id} published to exactly {want:?}"),
         &got,
         rule,
-    )
+    )?)
 }
 
 /// Where the driver reports it, the volume must be published to exactly `nodes`;
@@ -192,7 +197,7 @@ pub(crate) async fn expect_published_to_where_reported(
     volume_id: &str,
     nodes: &[&str],
     rule: &str,
-) -> Result<(), Failure> {
+) -> Result<(), Stop> {
     if reports_published_nodes(ctx) {
         expect_published_to(ctx, volume_id, nodes, rule).await?;
     }
@@ -207,7 +212,7 @@ pub(crate) async fn expect_expanded(
     requested: i64,
     capacity_bytes: i64,
     rule: &str,
-) -> Result<(), Failure> {
+) -> Result<(), Stop> {
     crate::check::ensure(
         capacity_bytes >= requested,
         "ControllerExpandVolume",
@@ -232,10 +237,7 @@ pub(crate) async fn expect_expanded(
 
 /// How many volumes ListVolumes shows published to `node_id`, when the driver lists
 /// volumes with their published nodes.
-pub(crate) async fn volumes_published_to(
-    ctx: &Ctx,
-    node_id: &str,
-) -> Result<Option<usize>, Failure> {
+pub(crate) async fn volumes_published_to(ctx: &Ctx, node_id: &str) -> Result<Option<usize>, Stop> {
     if !ctx
         .caps()
         .controller_has(ControllerRpc::ListVolumesPublishedNodes)
@@ -252,7 +254,7 @@ pub(crate) async fn volumes_published_to(
 }
 
 /// The ids of every volume, when the driver lists volumes.
-pub(crate) async fn volume_ids(ctx: &Ctx) -> Result<Option<HashSet<String>>, Failure> {
+pub(crate) async fn volume_ids(ctx: &Ctx) -> Result<Option<HashSet<String>>, Stop> {
     if !ctx.caps().controller_has(ControllerRpc::ListVolumes) {
         return Ok(None);
     }
@@ -273,7 +275,7 @@ pub(crate) struct VolumeCensus {
 
 impl VolumeCensus {
     /// Count now (nothing to compare with when the driver can't list volumes).
-    pub async fn take(ctx: &Ctx) -> Result<VolumeCensus, Failure> {
+    pub async fn take(ctx: &Ctx) -> Result<VolumeCensus, Stop> {
         Ok(VolumeCensus {
             before: volume_ids(ctx).await?,
         })
@@ -283,7 +285,7 @@ impl VolumeCensus {
     /// another spec of this run created (and recorded). Other specs run in parallel,
     /// so an unexplained volume gets a few seconds to show up in the run's ledger
     /// before it counts as leaked.
-    pub async fn expect_only(&self, ctx: &Ctx, ours: &[String], rule: &str) -> Result<(), Failure> {
+    pub async fn expect_only(&self, ctx: &Ctx, ours: &[String], rule: &str) -> Result<(), Stop> {
         let Some(before) = &self.before else {
             return Ok(());
         };
@@ -308,7 +310,8 @@ impl VolumeCensus {
                         "volumes appeared that no call answered with and no spec of this run recorded: {unexplained:?}"
                     ),
                     rule,
-                ));
+                )
+                .into());
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -316,12 +319,9 @@ impl VolumeCensus {
 }
 
 /// The snapshots of `source_volume_id`, by ListSnapshots; a skip without LIST_SNAPSHOTS.
-pub(crate) async fn snapshots_of(
-    ctx: &Ctx,
-    source_volume_id: &str,
-) -> Result<Vec<Snapshot>, Failure> {
+pub(crate) async fn snapshots_of(ctx: &Ctx, source_volume_id: &str) -> Result<Vec<Snapshot>, Stop> {
     if !ctx.caps().controller_has(ControllerRpc::ListSnapshots) {
-        return Err(Failure::skip(
+        return Err(Stop::skip(
             "the driver does not advertise LIST_SNAPSHOTS, so snapshots can't be counted",
         ));
     }
@@ -415,16 +415,30 @@ fn unescape_mount_path(s: &str) -> String {
 
 /// At most one mount at `path`: a retried or repeated stage or publish must not stack
 /// a second mount on the first.
-pub(crate) fn expect_at_most_one_mount(path: &str, rpc: &str, rule: &str) -> Result<(), Failure> {
+pub(crate) fn expect_at_most_one_mount(path: &str, rpc: &str, rule: &str) -> Result<(), Stop> {
     match mounts_at(path) {
         Some(n) if n > 1 => Err(Failure::new(
             format!("at most one mount at {path}"),
             format!("{n} mounts stacked there (/proc/self/mountinfo)"),
             rule,
         )
-        .during(format!("checking the mounts {rpc} left"))),
+        .during(format!("checking the mounts {rpc} left"))
+        .into()),
         _ => Ok(()),
     }
+}
+
+/// A ControllerPublishVolume that settled with `first`: sent once more it must answer
+/// the same publish_context, and where the driver reports it the volume must be
+/// published to the request's node only.
+pub(crate) async fn expect_attached_once(
+    ctx: &Ctx,
+    req: &ControllerPublishVolumeRequest,
+    first: &ControllerPublishVolumeResponse,
+    rule: &str,
+) -> Result<(), Stop> {
+    expect_same_again(ctx, req, first, |r| r.publish_context.clone(), rule).await?;
+    expect_published_to_where_reported(ctx, &req.volume_id, &[&req.node_id], rule).await
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use csi_proto::v1::ControllerModifyVolumeRequest;
 use super::co::{expect_same_again, send, Rpc};
 use super::observe::expect_at_most_one_mount;
 use super::{expand_request, stage_fresh, CREATE_DELETE, EXPAND, NODE, SNAPSHOTS};
-use crate::check::Failure;
+use crate::check::Stop;
 use crate::secrets::Secret;
 use crate::{spec, Ctx, Need, Spec};
 
@@ -23,7 +23,7 @@ async fn repeat_same<R, V>(
     ctx: &Ctx,
     req: &R,
     view: impl Fn(&R::Response) -> V,
-) -> Result<R::Response, Failure>
+) -> Result<R::Response, Stop>
 where
     R: Rpc,
     V: PartialEq + Debug,

@@ -2,17 +2,17 @@
 //! deadlines (the CO never sees those answers), then retried normally until it
 //! settles. The outcome must be as if the call ran once.
 
-use super::co::{cut_off_then_settle, expect_attached_once, expect_same_again};
+use super::co::{cut_off_then_settle, expect_same_again};
 use super::observe::{
-    expect_at_most_one_mount, expect_expanded, expect_published_to_where_reported, mounts_at,
-    reports_volumes, snapshots_of, VolumeCensus,
+    expect_at_most_one_mount, expect_attached_once, expect_expanded,
+    expect_published_to_where_reported, mounts_at, reports_volumes, snapshots_of, VolumeCensus,
 };
 use super::{
     attach_if_advertised, controller_unpublish_request, delete_snapshot_request,
     delete_volume_request, expand_request, node_unpublish_request, node_unstage_request,
     stage_fresh, CREATE_DELETE, EXPAND, NODE, PUBLISH, SNAPSHOTS, STAGE,
 };
-use crate::check::{ensure, Failure};
+use crate::check::{ensure, Stop};
 use crate::{spec, Ctx, Need, Spec};
 
 const GROUP: &str = "Beyond::Retries";
@@ -22,15 +22,15 @@ const RULE: &str = "spec \"Timeouts\": calls may time out and be retried; the pl
 
 /// Nothing may stay mounted at `path` after an undo, when the mount was visible here
 /// before it.
-fn expect_unmounted(path: &str, was_visible: bool, rpc: &str) -> Result<(), Failure> {
+fn expect_unmounted(path: &str, was_visible: bool, rpc: &str) -> Result<(), Stop> {
     let now = mounts_at(path).unwrap_or(0);
-    ensure(
+    Ok(ensure(
         !was_visible || now == 0,
         rpc,
         format!("nothing mounted at {path} any more"),
         format!("{now} mounts there (/proc/self/mountinfo)"),
         RULE,
-    )
+    )?)
 }
 
 pub fn specs() -> Vec<Spec> {
@@ -163,7 +163,7 @@ pub fn specs() -> Vec<Spec> {
                 let id = first.snapshot.map(|s| s.snapshot_id).unwrap_or_default();
                 let all = snapshots_of(&ctx, &v.volume_id).await?;
                 let ids: Vec<&str> = all.iter().map(|s| s.snapshot_id.as_str()).collect();
-                ensure(ids == [id.as_str()], "ListSnapshots", format!("exactly one snapshot of {}: {id}", v.volume_id), &ids, RULE)
+                Ok(ensure(ids == [id.as_str()], "ListSnapshots", format!("exactly one snapshot of {}: {id}", v.volume_id), &ids, RULE)?)
             }
         ),
         spec!(
@@ -176,7 +176,7 @@ pub fn specs() -> Vec<Spec> {
                 let s = ctx.create_snapshot(&ctx.unique_name("cut-delete-snapshot"), &v.volume_id).await?;
                 cut_off_then_settle(&ctx, &delete_snapshot_request(&ctx, &s.snapshot_id), RULE).await?;
                 let found = ctx.find_snapshot(&s.snapshot_id).await?;
-                ensure(found.is_none(), "GetSnapshot/ListSnapshots", "the snapshot gone", &found, RULE)
+                Ok(ensure(found.is_none(), "GetSnapshot/ListSnapshots", "the snapshot gone", &found, RULE)?)
             }
         ),
         spec!(

@@ -7,10 +7,12 @@
 //! specs simply see calls that finish in time; the bundled driver's fake cloud can be
 //! slowed with `--attach-latency`, `--detach-latency` and `--resize-latency`.
 
-use super::co::{expect_attached_once, settle, RetryPolicy, Rpc};
-use super::observe::{expect_expanded, expect_published_to_where_reported, VolumeCensus};
+use super::co::{settle, RetryPolicy, Rpc};
+use super::observe::{
+    expect_attached_once, expect_expanded, expect_published_to_where_reported, VolumeCensus,
+};
 use super::{controller_unpublish_request, expand_request, CREATE_DELETE, EXPAND, NODE, PUBLISH};
-use crate::check::Failure;
+use crate::check::Stop;
 use crate::{spec, Ctx, Spec};
 
 const GROUP: &str = "Beyond::SlowCloud";
@@ -19,8 +21,10 @@ const RULE: &str = "spec \"Timeouts\": a call that times out is retried, and the
 
 /// Send `req` as a CO whose every call has the short deadline does, until it
 /// settles; it must settle with OK.
-async fn settle_hurried<R: Rpc>(ctx: &Ctx, req: &R) -> Result<R::Response, Failure> {
-    settle(ctx, req, RetryPolicy::hurried(ctx)).await?.ok(RULE)
+async fn settle_hurried<R: Rpc>(ctx: &Ctx, req: &R) -> Result<R::Response, Stop> {
+    Ok(settle(ctx, req, RetryPolicy::hurried(ctx))
+        .await?
+        .ok(RULE)?)
 }
 
 pub fn specs() -> Vec<Spec> {
