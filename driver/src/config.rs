@@ -86,32 +86,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Parse a duration given as `500ms`, `10s`, `2m`, `1h`, or plain seconds (`10`, `0.5`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let value: f64 = num.parse().map_err(|_| {
-        format!("invalid duration {s:?}: expected e.g. 10s, 500ms or plain seconds")
-    })?;
-    if !value.is_finite() || value < 0.0 {
-        return Err(format!(
-            "invalid duration {s:?}: must be a non-negative number"
-        ));
-    }
-    let secs = match unit {
-        "ns" => value / 1e9,
-        "us" | "µs" => value / 1e6,
-        "ms" => value / 1e3,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("invalid duration {s:?}: unknown unit {unit:?}")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
+/// Durations read as every binary of the workspace reads them (Go's `500ms`, `1m30s`,
+/// `1.5s`, or plain seconds).
+pub use csi_units::parse_duration;
 
 /// The `csi-driver` binary's flags.
 #[derive(Debug, Clone, Parser)]
@@ -252,5 +229,15 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn duration_flags_read_the_workspace_grammar() {
+        for (text, want) in csi_units::DURATION_EXAMPLES {
+            let parsed = Config::try_parse_from(["csi-driver", "--cloud-timeout", text])
+                .ok()
+                .map(|c| c.cloud_timeout);
+            assert_eq!(parsed, *want, "--cloud-timeout {text:?}");
+        }
     }
 }

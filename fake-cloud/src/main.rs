@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use csi_units::parse_duration;
 use fake_cloud::{Cloud, CloudConfig, Faults, LatencyConfig};
 
 /// The token accepted when none is given.
@@ -107,24 +108,6 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
     }
     s.parse()
         .map_err(|_| format!("expected HOST:PORT or a port, got {s:?}"))
-}
-
-/// The duration grammar of every binary's flags (csi-sanity's is `csi_suites::units`):
-/// Go's durations (`500ms`, `1.5s`, `1m30s`, `2h`), read by humantime but with Go's units
-/// only, or a plain number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    const GO_UNITS: [&str; 7] = ["ns", "us", "µs", "ms", "s", "m", "h"];
-    let s = s.trim();
-    let bad = || format!("expected a duration like 500ms, 2s, 1m30s or 3, got {s:?}");
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|_| bad());
-    }
-    s.split(|c: char| c.is_ascii_digit() || c == '.')
-        .filter(|unit| !unit.is_empty())
-        .all(|unit| GO_UNITS.contains(&unit))
-        .then(|| humantime::parse_duration(s).ok())
-        .flatten()
-        .ok_or_else(bad)
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
