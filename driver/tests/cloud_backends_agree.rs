@@ -15,6 +15,9 @@ const TOKEN: &str = "test-token-not-a-secret";
 fn model() -> fake_cloud::Cloud {
     fake_cloud::Cloud::new(fake_cloud::CloudConfig {
         droplets: vec![(1, "nyc3".to_string())],
+        // Small limits, so that a second attach and a large volume are refused.
+        volume_limit: 1,
+        capacity_quota_gib: 10,
         faults: fake_cloud::Faults::none(),
         ..fake_cloud::CloudConfig::default()
     })
@@ -95,6 +98,43 @@ async fn refusals(cloud: &dyn CloudApi) -> Vec<(&'static str, CloudError)> {
         "detach of a volume attached nowhere",
         cloud.detach(&created, 1, deadline()).await.map(drop),
     );
+    // Actions take no time here: the attach is done at the model's next read.
+    cloud.attach(&created, 1, deadline()).await.expect("attach");
+    record(
+        "attach of an attached volume",
+        cloud.attach(&created, 1, deadline()).await.map(drop),
+    );
+    record(
+        "delete of an attached volume",
+        cloud.delete_volume(&created.id, deadline()).await,
+    );
+    let other = cloud
+        .create_volume(volume("other", "nyc3"), deadline())
+        .await
+        .expect("create");
+    record(
+        "attach to a full droplet",
+        cloud.attach(&other, 1, deadline()).await.map(drop),
+    );
+    let big = NewVolume {
+        size_gib: 20,
+        ..volume("big", "nyc3")
+    };
+    record(
+        "volume over the quota",
+        cloud.create_volume(big, deadline()).await.map(drop),
+    );
+    cloud
+        .create_snapshot(&created.id, "snap", Vec::new(), deadline())
+        .await
+        .expect("snapshot");
+    record(
+        "snapshot name in use",
+        cloud
+            .create_snapshot(&created.id, "snap", Vec::new(), deadline())
+            .await
+            .map(drop),
+    );
     found
 }
 
@@ -106,6 +146,7 @@ async fn both_backends_classify_each_refusal_alike() {
     let in_process = refusals(&memory).await;
     let over_http = refusals(&http).await;
     server.abort();
+    assert_eq!(in_process.len(), over_http.len());
     for ((what, a), (_, b)) in in_process.iter().zip(&over_http) {
         assert_eq!(a, b, "{what}: the backends disagree");
     }
@@ -129,7 +170,23 @@ async fn both_backends_classify_each_refusal_alike() {
         CloudError::AttachmentNotFound {
             message: String::new(),
         },
+        CloudError::AlreadyAttached {
+            message: String::new(),
+        },
+        CloudError::VolumeInUse {
+            message: String::new(),
+        },
+        CloudError::DropletLimit {
+            message: String::new(),
+        },
+        CloudError::QuotaExceeded {
+            message: String::new(),
+        },
+        CloudError::NameInUse {
+            message: String::new(),
+        },
     ];
+    assert_eq!(kinds.len(), expected.len(), "{in_process:?}");
     for ((what, kind), want) in kinds.iter().zip(&expected) {
         assert_eq!(
             *kind,

@@ -196,10 +196,7 @@ impl MemoryCloud {
         };
         let (status, result) = match result {
             Ok(Ok(value)) => ("200".to_string(), Ok(value)),
-            Ok(Err(e)) => (
-                e.status.to_string(),
-                Err(CloudError::from_api(e.status, &e.message)),
-            ),
+            Ok(Err(e)) => (e.status.to_string(), Err(typed(e))),
             Err(e) => (
                 "error".to_string(),
                 Err(CloudError::Transport {
@@ -245,6 +242,30 @@ impl MemoryCloud {
             }
         }
         Ok(all)
+    }
+}
+
+/// The model's refusal as the driver's error, by its kind: the model says what it
+/// refused, so nothing is read from the message.
+fn typed(e: fake_cloud::CloudError) -> CloudError {
+    use fake_cloud::error::ErrorKind;
+    let message = e.message;
+    match e.kind {
+        ErrorKind::NotFound => CloudError::NotFound { message },
+        ErrorKind::NameTaken => CloudError::NameInUse { message },
+        ErrorKind::VolumeInUse => CloudError::VolumeInUse { message },
+        ErrorKind::PendingEvent => CloudError::PendingEvent { message },
+        ErrorKind::AlreadyAttached => CloudError::AlreadyAttached { message },
+        ErrorKind::AttachmentNotFound => CloudError::AttachmentNotFound { message },
+        ErrorKind::DropletFull => CloudError::DropletLimit { message },
+        ErrorKind::QuotaExceeded => CloudError::QuotaExceeded { message },
+        ErrorKind::Invalid => CloudError::Invalid { message },
+        ErrorKind::Unauthorized => CloudError::Unauthorized { message },
+        ErrorKind::RateLimited => CloudError::RateLimited { retry_after: None },
+        ErrorKind::Server | ErrorKind::Other => CloudError::Api {
+            status: e.status,
+            message,
+        },
     }
 }
 
@@ -514,6 +535,40 @@ mod tests {
         let mut all = vec!["csi-driver"];
         all.extend_from_slice(args);
         Config::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn each_refusal_kind_becomes_the_error_the_http_backend_reads_off_the_wire() {
+        use fake_cloud::CloudError as Model;
+        let refusals = [
+            Model::resource_not_found(),
+            Model::name_taken("a volume with the name \"x\" already exists in nyc3"),
+            Model::volume_in_use("attached volume cannot be deleted"),
+            Model::volume_in_use("volume has a pending resize event"),
+            Model::pending_event("Droplet already has a pending event"),
+            Model::already_attached(),
+            Model::attachment_not_found(),
+            Model::droplet_full(7),
+            Model::quota_exceeded("capacity limit exceeded: 10 of 10 GiB in use"),
+            Model::unprocessable("size_gigabytes must be between 1 and 16384, got 0"),
+            Model::bad_request("page must be at least 1"),
+            Model::unauthorized(),
+            Model::too_many_requests(),
+            Model::server_error("write state.json: disk full"),
+        ];
+        for e in refusals {
+            let wire = CloudError::from_api(e.status, &e.message);
+            assert_eq!(typed(e.clone()), wire, "{e}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_classified_by_its_kind_not_by_words_in_its_message() {
+        // A user's region slug that happens to say "pending" is still bad input.
+        let e = fake_cloud::CloudError::unprocessable("invalid region slug \"pending\"");
+        assert!(matches!(typed(e), CloudError::Invalid { .. }));
+        let e = fake_cloud::CloudError::name_taken("a snapshot named \"attached\" exists");
+        assert!(matches!(typed(e), CloudError::NameInUse { .. }));
     }
 
     #[test]

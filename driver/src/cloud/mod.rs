@@ -90,7 +90,8 @@ fn retry_hint(retry_after: Option<Duration>) -> String {
 
 impl CloudError {
     /// Classify an error answer of the DigitalOcean v2 API by its status and message,
-    /// matching the message texts the API documents. Both backends use this.
+    /// matching the message texts the API documents. Only the HTTP backend reads errors
+    /// off the wire; the in-process one gets the model's typed refusal and maps its kind.
     pub fn from_api(status: u16, message: &str) -> CloudError {
         let message = message.to_string();
         let lower = message.to_lowercase();

@@ -294,7 +294,7 @@ impl Cloud {
             match core.state.droplets.get(&id) {
                 Some(d) if d.region == region => {}
                 Some(d) => {
-                    return Err(CloudError::conflict(format!(
+                    return Err(CloudError::name_taken(format!(
                         "droplet {id} already exists in region {}",
                         d.region
                     )))
@@ -505,10 +505,14 @@ impl Cloud {
         self.with_core(|core, _| {
             let volume = core.volume(id)?;
             if !volume.droplet_ids.is_empty() || core.pending_on_volume(id, is_attachment) {
-                return Err(CloudError::conflict("attached volume cannot be deleted"));
+                return Err(CloudError::volume_in_use(
+                    "attached volume cannot be deleted",
+                ));
             }
             if core.pending_on_volume(id, |k| k == ActionKind::Resize) {
-                return Err(CloudError::conflict("volume has a pending resize event"));
+                return Err(CloudError::volume_in_use(
+                    "volume has a pending resize event",
+                ));
             }
             if let Some(images) = &core.images {
                 images
@@ -555,13 +559,10 @@ impl Cloud {
             core.check_droplet_idle(droplet_id)?;
             core.check_volume_idle(volume_id)?;
             if attached {
-                return Err(CloudError::unprocessable("This volume is already attached"));
+                return Err(CloudError::already_attached());
             }
             if core.attachments_of(droplet_id) >= core.config.volume_limit as usize {
-                return Err(CloudError::unprocessable(format!(
-                    "cannot attach more volumes to the Droplet: the limit is {}",
-                    core.config.volume_limit
-                )));
+                return Err(CloudError::droplet_full(core.config.volume_limit));
             }
             Ok(core.start_action(now, ActionKind::Attach, volume_id, &region, Some(droplet_id), None))
         })
@@ -582,7 +583,7 @@ impl Cloud {
             core.check_droplet_idle(droplet_id)?;
             core.check_volume_idle(volume_id)?;
             if !attached_here {
-                return Err(CloudError::unprocessable("Attachment not found"));
+                return Err(CloudError::attachment_not_found());
             }
             Ok(core.start_action(
                 now,
@@ -606,7 +607,7 @@ impl Cloud {
             let (region, current) = (volume.region.clone(), volume.size_gib);
             validate::volume_size(size_gib)?;
             if core.pending_on_volume(volume_id, |k| k == ActionKind::Resize) {
-                return Err(CloudError::unprocessable(
+                return Err(CloudError::pending_event(
                     "Volume already has a pending resize event",
                 ));
             }
@@ -665,7 +666,7 @@ impl Cloud {
             validate::snapshot_name(name)?;
             validate::tags(&tags)?;
             if core.state.snapshots.values().any(|s| s.name == name) {
-                return Err(CloudError::conflict(format!(
+                return Err(CloudError::name_taken(format!(
                     "a snapshot with the name {name:?} already exists"
                 )));
             }

@@ -167,7 +167,7 @@ impl Core {
     pub(super) fn check_quota(&self, extra_gib: u64) -> Result<(), CloudError> {
         let used = self.used_gib();
         if used.saturating_add(extra_gib) > self.config.capacity_quota_gib {
-            Err(CloudError::forbidden(format!(
+            Err(CloudError::quota_exceeded(format!(
                 "capacity limit exceeded: {used} of {} GiB in use, {extra_gib} GiB more requested",
                 self.config.capacity_quota_gib
             )))
@@ -215,7 +215,7 @@ impl Core {
             .pending_actions()
             .any(|a| a.droplet_id == Some(droplet_id) && is_attachment(a.kind))
         {
-            Err(CloudError::unprocessable(
+            Err(CloudError::pending_event(
                 "Droplet already has a pending event",
             ))
         } else {
@@ -225,7 +225,7 @@ impl Core {
 
     pub(super) fn check_volume_idle(&self, volume_id: &str) -> Result<(), CloudError> {
         if self.pending_on_volume(volume_id, is_attachment) {
-            Err(CloudError::unprocessable(
+            Err(CloudError::pending_event(
                 "Volume already has a pending event",
             ))
         } else {
@@ -313,7 +313,7 @@ impl Core {
             .values()
             .any(|v| v.name == req.name && v.region == req.region)
         {
-            return Err(CloudError::conflict(format!(
+            return Err(CloudError::name_taken(format!(
                 "a volume with the name {:?} already exists in {}",
                 req.name, req.region
             )));
