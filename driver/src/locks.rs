@@ -66,12 +66,6 @@ impl OperationLocks {
         })
     }
 
-    /// [`take`](Self::take) for a caller that answers with a gRPC status (the node).
-    #[allow(clippy::result_large_err)]
-    pub fn try_lock(&self, key: &str) -> Result<OperationGuard, tonic::Status> {
-        self.take(key).map_err(Into::into)
-    }
-
     /// Wait for the droplet's turn, in arrival order. `needs` is how long the operation
     /// is expected to take once it has its turn: a turn that would leave less than that
     /// before the deadline is given up for ABORTED, so the CO retries later.
@@ -153,15 +147,15 @@ mod tests {
     #[test]
     fn second_lock_on_a_key_is_aborted_until_the_first_is_dropped() {
         let locks = OperationLocks::new();
-        let first = locks.try_lock("vol-1").unwrap();
-        let err = locks.try_lock("vol-1").unwrap_err();
+        let first = locks.take("vol-1").unwrap();
+        let err = tonic::Status::from(locks.take("vol-1").unwrap_err());
         assert_eq!(err.code(), tonic::Code::Aborted);
         assert_eq!(
             err.message(),
             "an operation on vol-1 is already in progress; retry later"
         );
-        let _other = locks.try_lock("vol-2").unwrap();
+        let _other = locks.take("vol-2").unwrap();
         drop(first);
-        assert!(locks.try_lock("vol-1").is_ok());
+        assert!(locks.take("vol-1").is_ok());
     }
 }

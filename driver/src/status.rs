@@ -183,6 +183,21 @@ impl From<crate::mount::MountError> for Status {
     }
 }
 
+impl From<crate::node::error::NodeError> for Status {
+    fn from(err: crate::node::error::NodeError) -> Status {
+        use crate::node::error::NodeError as E;
+        match err {
+            E::Mount(err) => mount_status(&err),
+            E::Lock(err) => lock_status(&err),
+            // A panicked or cancelled task is our bug, never the request's.
+            E::TaskFailed { .. } => Status::new(Code::Internal, err.to_string()),
+            // NodeGetInfo from a process that serves no node: the deployment, not the
+            // request, must change.
+            E::NoNodeId => Status::new(Code::FailedPrecondition, err.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,10 +11,6 @@ const ALLOWED: &[(&str, &str)] = &[
         "logging.rs",
         "plumbing: reads the status a handler answered and bounds its size",
     ),
-    // The node service still builds some statuses itself; it moves to typed errors in
-    // its own step of issue 17.
-    ("node.rs", "node service, not yet moved to typed errors"),
-    ("node/", "node service, not yet moved to typed errors"),
 ];
 
 /// `tonic::Status` constructors: each chooses a code.

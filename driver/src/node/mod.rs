@@ -54,6 +54,7 @@
 
 mod capability;
 pub mod device_source;
+pub mod error;
 mod expand;
 #[cfg(feature = "fake-cloud")]
 mod loop_source;
@@ -76,13 +77,14 @@ use tonic::{Request, Response, Status};
 
 use crate::cloud::deadline;
 use crate::config::TOPOLOGY_REGION_KEY;
-use crate::locks::OperationGuard;
+use crate::locks::{LockError, OperationGuard};
 use crate::mount::paths;
 use crate::mount::MountError;
 use crate::Driver;
 use capability::Capability;
 use device_source::Janitor;
 pub use device_source::{DeviceSource, Found, HypervisorLinks, Plugged};
+use error::NodeError;
 pub use mounts::BLOCK_RECORD;
 
 /// Serves Node on this machine.
@@ -202,7 +204,10 @@ impl Node for NodeService {
             node.stats(&r.volume_id, &path, staging.as_deref())
         })
         .await
-        .map_err(|e| Status::internal(format!("NodeGetVolumeStats failed: {e}")))??;
+        .map_err(|source| NodeError::TaskFailed {
+            what: "NodeGetVolumeStats",
+            source,
+        })??;
         Ok(Response::new(response))
     }
 
@@ -261,11 +266,7 @@ impl Node for NodeService {
         &self,
         _request: Request<NodeGetInfoRequest>,
     ) -> Result<Response<NodeGetInfoResponse>, Status> {
-        let node_id = self
-            .driver
-            .node_id
-            .clone()
-            .ok_or_else(|| Status::failed_precondition("this process has no node id"))?;
+        let node_id = self.driver.node_id.clone().ok_or(NodeError::NoNodeId)?;
         Ok(Response::new(NodeGetInfoResponse {
             node_id,
             max_volumes_per_node: self.driver.config.max_volumes_per_node,
@@ -304,10 +305,9 @@ impl NodeService {
         }
     }
 
-    #[allow(clippy::result_large_err)]
-    fn lock(&self, volume_id: &str) -> Result<OperationGuard, Status> {
+    fn lock(&self, volume_id: &str) -> Result<OperationGuard, LockError> {
         // Node keys are their own: a controller call on the same volume is not a conflict.
-        self.driver.locks.try_lock(&format!("node/{volume_id}"))
+        self.driver.locks.take(&format!("node/{volume_id}"))
     }
 
     /// Runs `work` on this volume under its lock, detached from the request (see
@@ -365,7 +365,11 @@ where
     });
     match task.await {
         Ok(result) => result.map_err(Status::from),
-        Err(e) => Err(Status::internal(format!("node operation failed: {e}"))),
+        Err(source) => Err(NodeError::TaskFailed {
+            what: "node operation",
+            source,
+        }
+        .into()),
     }
 }
 
