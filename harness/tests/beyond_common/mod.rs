@@ -578,15 +578,27 @@ impl FaultProxy {
             F::AttachRestartsOnRetry => {
                 if let Some(r) = any.downcast_ref::<ControllerPublishVolumeRequest>() {
                     if self.was_cut_off(key) {
-                        let _ = self
-                            .controller
-                            .clone()
-                            .controller_unpublish_volume(ControllerUnpublishVolumeRequest {
-                                volume_id: r.volume_id.clone(),
-                                node_id: r.node_id.clone(),
-                                secrets: Default::default(),
-                            })
-                            .await;
+                        // Undo the attach before the retry, to its end: run in its own task,
+                        // a CO's cut-off cannot cancel the undo halfway (which would leave the
+                        // attach to finish, and the fault to vanish), and a busy volume is
+                        // waited for.
+                        let mut controller = self.controller.clone();
+                        let undo = ControllerUnpublishVolumeRequest {
+                            volume_id: r.volume_id.clone(),
+                            node_id: r.node_id.clone(),
+                            secrets: Default::default(),
+                        };
+                        let restart = tokio::spawn(async move {
+                            for _ in 0..100 {
+                                match controller.controller_unpublish_volume(undo.clone()).await {
+                                    Err(s) if s.code() == Code::Aborted => {
+                                        tokio::time::sleep(Duration::from_millis(100)).await
+                                    }
+                                    _ => break,
+                                }
+                            }
+                        });
+                        let _ = restart.await;
                     }
                 }
             }
